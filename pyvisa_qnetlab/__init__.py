@@ -1,0 +1,20 @@
+"""pyvisa backend ``@qnetlab``: the simulated quantum-network lab behind pyvisa-sim YAMLs.
+
+``ResourceManager("lab.yaml@qnetlab")`` (or ``"qnetlab.sim_instruments.labs:link.yaml@qnetlab"``)
+opens a lab file whose instruments share one physical world; the same files load on stock
+``@sim`` with static values. See ARCHITECTURE.md.
+"""
+
+from .device import InstrumentRefusal, ieee_block
+from .library import QnetlabVisaLibrary, library_for, resolve_lab_path
+
+WRAPPER_CLASS = QnetlabVisaLibrary
+
+__all__ = [
+    "WRAPPER_CLASS",
+    "InstrumentRefusal",
+    "QnetlabVisaLibrary",
+    "ieee_block",
+    "library_for",
+    "resolve_lab_path",
+]

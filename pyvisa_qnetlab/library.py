@@ -1,0 +1,182 @@
+"""``QnetlabVisaLibrary``: pyvisa-sim's library with one physical world per lab file."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.resources
+import os
+import threading
+from typing import Any
+
+from pyvisa import constants, errors, rname
+from pyvisa.util import LibraryPath
+from pyvisa_sim import parser
+from pyvisa_sim.devices import Devices
+from pyvisa_sim.highlevel import SimVisaLibrary
+
+from qnetlab.clock import VirtualClock
+from qnetlab.sim_instruments.physics.world import Lab
+
+from .device import PhysDevice, bind_model, promote
+from .faults import FaultInjector
+
+StatusCode = constants.StatusCode
+_KEEP_ALIVE: dict[str, QnetlabVisaLibrary] = {}  # a lab persists like a real one: until reset
+
+
+def resolve_lab_path(spec: str) -> str:
+    """A lab file path, or ``package.module:file.yaml`` resolved inside an installed package."""
+    if os.path.exists(spec):
+        return os.path.abspath(spec)
+    if ":" in spec:
+        module, _, name = spec.partition(":")
+        try:
+            path = importlib.resources.files(module) / name
+        except ModuleNotFoundError as exc:
+            raise FileNotFoundError(f"lab file {spec!r}: no package {module!r}") from exc
+        if path.is_file():
+            return str(path)
+    raise FileNotFoundError(f"lab file {spec!r} not found (a path or 'package.module:file.yaml')")
+
+
+def _import(dotted: str) -> type:
+    module, _, cls = dotted.partition(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+class QnetlabVisaLibrary(SimVisaLibrary):
+    """pyvisa backend ``@qnetlab``: the YAMLs of ``@sim``, plus physics, faults and a clock."""
+
+    lab: Lab
+    clock: VirtualClock
+    faults: FaultInjector
+
+    @staticmethod
+    def get_debug_info() -> dict[str, str]:
+        info = dict(SimVisaLibrary.get_debug_info())
+        info["Backend"] = "qnetlab physics-backed pyvisa-sim"
+        return info
+
+    def _init(self) -> None:
+        self.sessions = {}
+        self.lab_path = resolve_lab_path(str(self.library_path))
+        self.lock = threading.RLock()
+        self.clock = VirtualClock()
+        self._resources: dict[str, dict[str, Any]] = {}
+        try:
+            self.devices = self._parse()
+        except Exception as exc:
+            raise type(exc)(f"Could not parse lab file {self.lab_path}: {exc}") from exc
+        self._build_lab(seed=None)
+        self.faults = FaultInjector(self)
+        _KEEP_ALIVE[str(self.library_path)] = self
+
+    def _parse(self) -> Devices:
+        loader = parser.Loader(self.lab_path, False)
+        self.lab_config = dict(loader.data.get("x-lab", {}))
+        devices = Devices()
+        for i, (resource, rdict) in enumerate(loader.data.get("resources", {}).items()):
+            dd = loader.get_device_dict(
+                rdict["device"], rdict.get("filename"), rdict.get("bundled", False),
+                parser.SPEC_VERSION_TUPLE[0],
+            )
+            device = parser.get_device(rdict["device"], dd, loader, rdict)
+            canonical = rname.to_canonical_name(resource)
+            devices.add_device(canonical, device)
+            rng = _device_rng(self.lab_config, i)
+            promote(device, dd, self.lock, self.clock, rng)
+            self._resources[canonical] = {"device": device, "dict": dd, "bind": rdict.get(
+                "x-bind", {})}
+        return devices
+
+    def _build_lab(self, seed: int | None) -> None:
+        self.lab = Lab(self.lab_config, self.clock, seed)
+        for canonical, info in self._resources.items():
+            dev: PhysDevice = info["device"]
+            model_path = info["dict"].get("x-model")
+            if model_path:
+                model = _import(model_path)(dev, self.lab, dict(info["bind"]), canonical)
+                bind_model(dev, model)
+
+    # --- public helpers --------------------------------------------------------------------
+    def reset_state(self, seed: int | None = None) -> None:
+        """Fresh lab: defaults, clock at 0, a new world (same seed unless given), no faults.
+
+        Open sessions keep working (unlike pyvisa-sim's ``_init``)."""
+        with self.lock:
+            self.clock.reset(0.0)
+            for info in self._resources.values():
+                dev: PhysDevice = info["device"]
+                dev.reset_to_defaults()
+                dev.faults.clear()
+            self._build_lab(seed)
+
+    def device(self, resource: str) -> PhysDevice:
+        return self.devices[rname.to_canonical_name(resource)]  # type: ignore[return-value]
+
+    def model(self, resource: str) -> Any:
+        return self.device(resource).model
+
+    def resources_for(self, **binding: str) -> list[str]:
+        """Resource names whose ``x-bind`` matches, e.g. ``resources_for(node="alice")``."""
+        return [r for r, info in self._resources.items()
+                if all(info["bind"].get(k) == v for k, v in binding.items())]
+
+    # --- VISA operations -------------------------------------------------------------------
+    def open(self, session, resource_name, access_mode=constants.AccessModes.no_lock,
+             open_timeout=constants.VI_TMO_IMMEDIATE):
+        sid, status = super().open(session, resource_name, access_mode, open_timeout)
+        if status != StatusCode.success:
+            return sid, status
+        sess = self.sessions[sid]
+        dev: PhysDevice = sess.device
+        sess._qnetlab_generation = dev.faults.generation
+        if not dev.session_ok(sess):
+            del self.sessions[sid]
+            return 0, StatusCode.error_connection_lost
+        return sid, status
+
+    def read(self, session, count):
+        try:
+            sess = self.sessions[session]
+        except KeyError:
+            return b"", StatusCode.error_invalid_object
+        chunk, status = sess.device.read_for(sess, count)
+        if status < 0:
+            raise errors.VisaIOError(status)
+        return chunk, status
+
+    def write(self, session, data):
+        try:
+            sess = self.sessions[session]
+        except KeyError:
+            return 0, StatusCode.error_invalid_object
+        n, status = sess.device.write_for(sess, data)
+        if status < 0:
+            raise errors.VisaIOError(status)
+        return n, status
+
+    def clear(self, session):
+        try:
+            sess = self.sessions[session]
+        except KeyError:
+            return StatusCode.error_invalid_object
+        if not sess.device.session_ok(sess):
+            raise errors.VisaIOError(StatusCode.error_connection_lost)
+        sess.device.clear_output()
+        return StatusCode.success
+
+    def flush(self, session, mask):
+        return self.clear(session)
+
+
+def _device_rng(config: dict[str, Any], index: int):
+    import numpy as np
+
+    return np.random.default_rng([int(config.get("seed", 0)), 7919, index])
+
+
+def library_for(lab: str) -> QnetlabVisaLibrary:
+    """The library (and so the lab) behind ``lab`` (a path or ``pkg.module:file.yaml``)."""
+    lib = QnetlabVisaLibrary(LibraryPath(lab, "user specified"))
+    return lib  # type: ignore[return-value]

@@ -1,0 +1,1 @@
+"""Bundled simulated labs (pyvisa-sim lab files with an ``x-lab`` world description)."""

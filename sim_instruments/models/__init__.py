@@ -1,0 +1,1 @@
+"""Instrument behaviour of the simulated lab: what each command does to the physical world."""

@@ -1,0 +1,1 @@
+"""Plain physics models of the simulated lab (no pyvisa here): testable on their own."""
