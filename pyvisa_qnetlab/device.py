@@ -20,6 +20,7 @@ What changes against stock pyvisa-sim:
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from collections import defaultdict, deque
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from qnetlab.clock import VirtualClock
 
 StatusCode = constants.StatusCode
+log = logging.getLogger("pyvisa_qnetlab")
 QUEUE_DEPTH = 10  # SCPI error queues hold a few entries; the last becomes -350 on overflow
 _FALLBACK = {
     "data_out_of_range": ("execution_error", "command_error"),
@@ -252,6 +254,10 @@ class PhysDevice(Device):
                     response = self._match(query)
                 except ValueError as exc:  # refused by a handler
                     self.note_error(*_classify(exc))
+                    response = None
+                except Exception as exc:  # a simulator bug must not crash the client's I/O
+                    log.exception("simulated instrument failed on %r", query)
+                    self.note_error("execution_error", f"simulator fault: {exc!r}")
                     response = None
                 if response is None:
                     text = query.decode("utf-8", "replace")

@@ -108,6 +108,8 @@ def _single_click_weights(s: HeraldSetup) -> tuple[float, float, float]:
     p10 = a.alpha * (1 - b.alpha) * a.eta  # A emitted
     p11 = a.alpha * b.alpha * (a.eta + b.eta - a.eta * b.eta)
     norm = p01 + p10 + p11
+    if norm <= 0:  # no photon can be emitted: true heralds cannot happen, any state will do
+        return 0.5, 0.5, 0.0
     return p01 / norm, p10 / norm, p11 / norm
 
 
