@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import weakref
 from collections import defaultdict, deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -159,6 +160,7 @@ class PhysDevice(Device):
     rng: np.random.Generator
     query_error_reply: bytes | None
     _ready_at: deque[float]
+    _sessions: weakref.WeakSet
     _pending_error: tuple[str, str] | None
     _defaults: list[tuple[Property, Any]]
 
@@ -286,12 +288,27 @@ class PhysDevice(Device):
         self._output_buffers.append(bytearray(reply))
         self._ready_at.append(self.clock.now() + delay)
 
-    def clear_output(self) -> None:
-        """viClear / flush: drop pending replies and any half-written command."""
+    def clear_output(self, session: Any = None) -> None:
+        """viClear / flush: drop pending replies (of one session, or all) and partial input."""
         with self.lock:
+            targets = [session] if session is not None else list(self._sessions)
+            for sess in targets:
+                sess._qnetlab_out.clear()
+                sess._qnetlab_ready.clear()
             self._output_buffers.clear()
             self._ready_at.clear()
             self._input_buffer = bytearray()
+
+    def attach(self, session: Any) -> None:
+        """Give a session its own reply queue: replies go back to the session that asked."""
+        session._qnetlab_out = deque()
+        session._qnetlab_ready = deque()
+        session._qnetlab_generation = self.faults.generation
+        self._sessions.add(session)
+
+    def _use(self, session: Any) -> None:
+        self._output_buffers = session._qnetlab_out
+        self._ready_at = session._qnetlab_ready
 
     def session_ok(self, session: Any) -> bool:
         f = self.faults
@@ -306,6 +323,7 @@ class PhysDevice(Device):
         with self.lock:
             if not self.session_ok(session):
                 return b"", StatusCode.error_connection_lost
+            self._use(session)
             if not self._output_buffers:
                 self.clock.advance(timeout_s)
                 return b"", StatusCode.error_timeout
@@ -328,6 +346,7 @@ class PhysDevice(Device):
         with self.lock:
             if not self.session_ok(session):
                 return 0, StatusCode.error_connection_lost
+            self._use(session)
             self.write(data)
         return len(data), StatusCode.success
 
@@ -388,6 +407,7 @@ def promote(
     dev.model = None
     dev.faults = Faults()
     dev._ready_at = deque()
+    dev._sessions = weakref.WeakSet()
     dev._pending_error = None
     dev.exact_handlers = {}
     dev.static_replies = {}

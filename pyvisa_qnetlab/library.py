@@ -130,10 +130,10 @@ class QnetlabVisaLibrary(SimVisaLibrary):
             return sid, status
         sess = self.sessions[sid]
         dev: PhysDevice = sess.device
-        sess._qnetlab_generation = dev.faults.generation
+        dev.attach(sess)
         if not dev.session_ok(sess):
             del self.sessions[sid]
-            return 0, StatusCode.error_connection_lost
+            raise errors.VisaIOError(StatusCode.error_connection_lost)
         return sid, status
 
     def read(self, session, count):
@@ -163,7 +163,7 @@ class QnetlabVisaLibrary(SimVisaLibrary):
             return StatusCode.error_invalid_object
         if not sess.device.session_ok(sess):
             raise errors.VisaIOError(StatusCode.error_connection_lost)
-        sess.device.clear_output()
+        sess.device.clear_output(sess)
         return StatusCode.success
 
     def flush(self, session, mask):

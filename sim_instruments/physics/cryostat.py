@@ -149,7 +149,7 @@ class DilutionFridge:
     # --- loads -----------------------------------------------------------------------------
     def circulation_factor(self) -> float:
         """Still heating drives 3He circulation: cooling power scales with it up to ~30 %."""
-        return min(1.0, 0.3 + 2.3 * self.still_percent / 100.0)
+        return min(1.0, 0.3 + 2.5 * self.still_percent / 100.0)
 
     def upper_stage_leak_w(self) -> float:
         """Radiative/conductive load from a warming 4 K stage (negligible when cold)."""

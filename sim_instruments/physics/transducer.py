@@ -7,7 +7,8 @@ Formulas (docs/physics.md §1.1):
 - intracavity pump photons: ``n_c = k_ex P / (h f) / (2 pi (k^2/4 + D^2))`` (rates in Hz);
 - cooperativity ``C = C0 n_c``; efficiency ``eta = eta_ext 4C / (1 + C)^2`` times the sideband and
   qubit-match Lorentzians;
-- added noise from the pump-induced hot bath ``n_hot = 1.1 n_c^0.3`` (Ren 2020), which turns on
+- added noise from the pump-induced hot bath ``n_hot = s 1.1 n_c^0.3`` (Ren 2020; ``s`` the
+  target-device scale ``HOT_BATH_SCALE``), which turns on
   with ``tau_on = 740 ns`` (Meenehan 2015) so short pulses heat less, plus the thermal occupation
   at the mixing-chamber temperature; input-referred ``N_add = n_bath (1 - eta_e) / eta_e``.
 """
@@ -148,7 +149,8 @@ class Transducer:
 
     def bath_occupation(self, pump: PumpState, mxc_k: float, bias_ma: float) -> float:
         n_c = self.intracavity_photons(pump.peak_w(), pump.wavelength_m)
-        hot = k_.HOT_BATH_COEFF * n_c**k_.HOT_BATH_EXPONENT * hot_bath_turn_on(pump.pulse_s)
+        hot = (k_.HOT_BATH_SCALE * k_.HOT_BATH_COEFF * n_c**k_.HOT_BATH_EXPONENT
+               * hot_bath_turn_on(pump.pulse_s))
         return hot + thermal_occupation(self.mw_frequency_hz(bias_ma), mxc_k)
 
     def added_noise(self, pump: PumpState, mxc_k: float, bias_ma: float) -> float:

@@ -1,0 +1,78 @@
+"""Shared fixtures: simulated labs reset between tests, instruments closed after each test."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+import pyvisa
+from hypothesis import settings
+from qcodes.instrument import Instrument
+
+from pyvisa_qnetlab import QnetlabVisaLibrary
+from qnetlab.sim_instruments import lab_spec
+
+settings.register_profile("qnetlab", deadline=None, max_examples=60, derandomize=True)
+settings.load_profile("qnetlab")
+
+Opener = Callable[[str], pyvisa.resources.MessageBasedResource]
+
+
+@pytest.fixture(autouse=True)
+def _close_qcodes_instruments() -> Iterator[None]:
+    yield
+    Instrument.close_all()
+
+
+@pytest.fixture
+def link_rm() -> Iterator[pyvisa.ResourceManager]:
+    """A ResourceManager on the built-in two-node link, reset to its seed after the test."""
+    rm = pyvisa.ResourceManager(lab_spec("link"))
+    rm.visalib.reset_state()
+    yield rm
+    rm.visalib.reset_state()
+
+
+@pytest.fixture
+def node_rm() -> Iterator[pyvisa.ResourceManager]:
+    rm = pyvisa.ResourceManager(lab_spec("node"))
+    rm.visalib.reset_state()
+    yield rm
+    rm.visalib.reset_state()
+
+
+@pytest.fixture
+def open_on(request) -> Callable[[pyvisa.ResourceManager], Opener]:
+    """``open_on(rm)("TCPIP0::...")`` opens with the instrument's terminator; closed afterwards."""
+    opened: list[pyvisa.resources.MessageBasedResource] = []
+
+    def factory(rm: pyvisa.ResourceManager) -> Opener:
+        def op(resource: str) -> pyvisa.resources.MessageBasedResource:
+            term = "\r\n" if resource.endswith("SOCKET") else "\n"
+            inst = rm.open_resource(resource, read_termination=term, write_termination=term)
+            inst.timeout = 500
+            opened.append(inst)
+            return inst  # type: ignore[return-value]
+
+        return op
+
+    yield factory
+    for inst in opened:
+        try:
+            inst.close()
+        except pyvisa.Error:
+            pass
+
+
+@pytest.fixture
+def link(link_rm, open_on):
+    """(library, opener) for the two-node link."""
+    lib: QnetlabVisaLibrary = link_rm.visalib  # type: ignore[assignment]
+    return lib, open_on(link_rm)
+
+
+QNU_A = "TCPIP0::qnu-alice.lab::inst0::INSTR"
+QNU_B = "TCPIP0::qnu-bob.lab::inst0::INSTR"
+PUMP_A = "TCPIP0::pump-alice.lab::inst0::INSTR"
+FRIDGE_A = "TCPIP0::fridge-alice.lab::7777::SOCKET"
+STATION = "TCPIP0::herald-mid.lab::inst0::INSTR"
