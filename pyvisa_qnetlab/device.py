@@ -52,7 +52,7 @@ _FALLBACK = {
 }
 
 
-class InstrumentRefusal(ValueError):  # noqa: N818 - it is the instrument refusing, not a bug
+class InstrumentRefusal(ValueError):
     """Raised by an instrument model to refuse a command; becomes an entry in the error queue.
 
     ``key`` names the error as the YAML's ``error_queue`` / ``status_register`` do

@@ -8,11 +8,11 @@ import time
 import numpy as np
 import pytest
 import pyvisa
-from conftest import FRIDGE_A, PUMP_A, QNU_A
 from hypothesis import given
 from hypothesis import strategies as st
 from pyvisa import constants
 
+from conftest import FRIDGE_A, PUMP_A, QNU_A
 from pyvisa_qnetlab import ieee_block
 
 
@@ -21,7 +21,7 @@ def test_backend_is_discovered_by_pyvisa():
 
 
 def test_unknown_query_queues_error_and_answers_at_once(link):
-    lib, op = link
+    _lib, op = link
     pump = op(PUMP_A)
     t0 = time.perf_counter()
     assert pump.query(":SOUR0:BOGUS?") == "ERROR"
@@ -106,7 +106,7 @@ def test_ieee_block_header():
 
 
 def test_two_threads_on_one_instrument_get_their_own_replies(link):
-    lib, op = link
+    _lib, op = link
     a, b = op(PUMP_A), op(PUMP_A)
     bad = []
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FRIDGE_A, PUMP_A, QNU_A, QNU_B, STATION
 
+from conftest import FRIDGE_A, PUMP_A, QNU_A, QNU_B, STATION
 from qnetlab.sim_instruments.physics import constants as k_
 from qnetlab.sim_instruments.physics.cryostat import DilutionFridge, riccati_step
 from qnetlab.sim_instruments.physics.drift import DriftingValue

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from conftest import QNU_A, QNU_B, STATION
 from test_physics import calibrate_from_truth
 
@@ -52,7 +53,7 @@ def test_raw_stream_reads_in_chunks_and_is_time_ordered(link):
 
 
 def test_detector_latches_above_switching_current_and_trigger_matters(link):
-    lib, op = link
+    _lib, op = link
     st = op(STATION)
     assert st.query("DET1:STAT?") == "OK"
     st.write("DET1:BIAS 20")
@@ -89,7 +90,7 @@ def test_protocol_mismatch_between_ends_is_a_settings_conflict(link):
 
 
 def test_unreachable_fidelity_fails_the_request(link):
-    lib, op = link
+    _lib, op = link
     qa = op(QNU_A)
     rid = qa.query("LINK1:CRE? 10,0.99,10,M")
     assert qa.query(f"LINK1:REQ? {rid}") == "FAILED,0,10"

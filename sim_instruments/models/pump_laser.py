@@ -116,7 +116,7 @@ class PumpLaserModel(DeviceModel):
     def _sweep_grid(self) -> np.ndarray:
         start, stop = float(self.stored("sweep_start")), float(self.stored("sweep_stop"))
         step = float(self.stored("sweep_step"))
-        n = int(round((stop - start) / step)) + 1
+        n = round((stop - start) / step) + 1
         return start + step * np.arange(n)
 
     def sweep_check(self) -> str:

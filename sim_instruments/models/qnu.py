@@ -30,7 +30,7 @@ class Recording:
     def tags(self) -> tuple[np.ndarray, np.ndarray]:
         if self._tags is None:
             self._tags = generate_stream(self.rng, self.duration, self.sync_hz, self.specs,
-                                         t0_ps=int(round(self.t0 * 1e12)))
+                                         t0_ps=round(self.t0 * 1e12))
         return self._tags
 
 

@@ -1,0 +1,91 @@
+"""Project-level promises: README examples run, docs match the YAMLs, layering, packaging."""
+
+from __future__ import annotations
+
+import ast
+import re
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import pyvisa
+
+from qnetlab import selfcheck
+from qnetlab.sim_instruments import lab_spec, reference
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _readme_blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+
+
+@pytest.mark.parametrize("index", range(len(_readme_blocks())))
+def test_readme_examples_run_as_written(index, capsys):
+    lib = pyvisa.ResourceManager(lab_spec("link")).visalib
+    lib.reset_state()
+    try:
+        exec(compile(_readme_blocks()[index], f"README.md[python {index}]", "exec"), {})
+    finally:
+        lib.reset_state()
+    assert "mK" in capsys.readouterr().out
+
+
+def test_reference_pages_match_the_yamls():
+    for name in reference.INSTRUMENTS:
+        committed = (ROOT / "docs" / "instruments" / f"{name}.md").read_text()
+        assert committed == reference.render(name), (
+            f"docs/instruments/{name}.md is stale: run "
+            "python -m qnetlab.sim_instruments.reference docs/instruments")
+
+
+def test_selfcheck_passes_on_the_simulated_link(capsys):
+    pyvisa.ResourceManager(lab_spec("link")).visalib.reset_state()
+    assert selfcheck.main(["--lab", "link"]) == 0
+    out = capsys.readouterr().out
+    assert "FAIL" not in out and "alice physics" in out and "link ab" in out
+    pyvisa.ResourceManager(lab_spec("link")).visalib.reset_state()
+
+
+@pytest.mark.parametrize("layer", ["drivers", "sequences", "stations"])
+def test_hardware_layers_never_import_the_simulation(layer):
+    forbidden = ("qnetlab.sim_instruments", "pyvisa_qnetlab", "pyvisa_sim")
+    for path in (ROOT / layer).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            for name in names:
+                assert not name.startswith(forbidden), f"{path.name} imports {name}"
+
+
+def test_no_time_sleep_outside_the_clock():
+    for folder in ("qnetlab", "sequences", "drivers", "sim_instruments", "pyvisa_qnetlab"):
+        for path in (ROOT / folder).rglob("*.py"):
+            if path.name == "clock.py":
+                continue
+            assert "time.sleep" not in path.read_text(), path
+
+
+def test_wheel_installs_the_mapped_packages_with_their_yaml(tmp_path):
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(tmp_path),
+         str(ROOT)],
+        check=True, capture_output=True, timeout=300,
+    )
+    (wheel,) = tmp_path.glob("qnetlab-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
+    assert tops == {"qnetlab", "pyvisa_qnetlab"}
+    for expected in ("qnetlab/drivers/__init__.py", "qnetlab/sequences/__init__.py",
+                     "qnetlab/stations/__init__.py", "qnetlab/sim_instruments/qnu.yaml",
+                     "qnetlab/sim_instruments/pump_laser.yaml",
+                     "qnetlab/sim_instruments/cryostat.yaml",
+                     "qnetlab/sim_instruments/labs/link.yaml",
+                     "qnetlab/sim_instruments/labs/chain.yaml",
+                     "qnetlab/sim_instruments/physics/world.py", "pyvisa_qnetlab/__init__.py"):
+        assert expected in names, expected
