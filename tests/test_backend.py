@@ -89,6 +89,8 @@ def test_binary_block_round_trip_is_exact_and_fast(link):
     assert elapsed < 1.0
     pd = qnu.query_binary_values("XDUC:PD:LOG:DATA?", datatype="d", container=np.array)
     assert pd.size == wl.size
+    power = pump.query_binary_values(":SOUR0:READ:DATA? PLOG", datatype="d", container=np.array)
+    assert power.size == wl.size and not power.any()  # laser off during that sweep
 
 
 def test_read_bytes_honours_count(link):

@@ -115,6 +115,15 @@ def test_every_query_of_every_yaml_answers_promptly_without_error(backend):
             rm.visalib.reset_state()
 
 
+def test_chain_middle_node_has_two_links(open_on):
+    rm = pyvisa.ResourceManager(lab_spec("chain"))
+    rm.visalib.reset_state()
+    bob = open_on(rm)("TCPIP0::qnu-bob.lab::inst0::INSTR")
+    assert (bob.query("LINK1:PEER?"), bob.query("LINK2:PEER?")) == ("alice", "carol")
+    carol = open_on(rm)("TCPIP0::qnu-carol.lab::inst0::INSTR")
+    assert (carol.query("LINK1:PEER?"), carol.query("LINK2:PEER?")) == ("bob", "NONE")
+
+
 def test_pyvisa_sim_internals_the_backend_relies_on():
     """Smoke test for the pinned pyvisa-sim (>=0.7.1,<0.8): fail loudly if its internals move."""
     from pyvisa_sim import parser

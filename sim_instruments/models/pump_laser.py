@@ -23,6 +23,7 @@ class PumpLaserModel(DeviceModel):
     def on_reset(self) -> None:
         self.sweep_end: float | None = None
         self.log_wavelengths = np.zeros(0)
+        self.log_power = np.zeros(0)
 
     def apply(self) -> None:
         self.lab.sync()
@@ -155,6 +156,10 @@ class PumpLaserModel(DeviceModel):
         self.sweep_end = t0 + duration
         fine = float(self.stored("fine_tuning")) * 1e-12
         self.log_wavelengths = grid + fine if int(self.stored("sweep_log")) else np.zeros(0)
+        # the laser's own power monitor: the setpoint with a slow gain ripple across the band
+        ripple = 1 + 2e-3 * np.sin(2 * np.pi * (self.log_wavelengths - 1.5e-6) / 3e-9)
+        self.log_power = (self.node.pump.peak_w() * ripple if self.node.pump.emitting
+                          else np.zeros(self.log_wavelengths.size))
         qnu_pd_log(self.lab, self.node, self.log_wavelengths, t0)
         return "1"
 
@@ -169,6 +174,10 @@ class PumpLaserModel(DeviceModel):
     def log_data(self) -> bytes:
         self._require_log()
         return ieee_block(self.log_wavelengths, "<f8")
+
+    def power_log_data(self) -> bytes:
+        self._require_log()
+        return ieee_block(self.log_power, "<f8")
 
 
 def qnu_pd_log(lab, node, wavelengths: np.ndarray, t: float) -> None:
