@@ -87,3 +87,10 @@ class VirtualClock:
 
     def on_advance(self, listener: Callable[[float], None]) -> None:
         self._listeners.append(listener)
+
+
+def clock_of(visalib: object) -> Clock:
+    """The time base of a VISA library: a library that simulates a lab provides its lab clock
+    (attribute ``clock``); any other library runs in real time."""
+    clock = getattr(visalib, "clock", None)
+    return clock if isinstance(clock, Clock) else WallClock()

@@ -118,7 +118,7 @@ def test_two_threads_on_one_instrument_get_their_own_replies(link):
             if reply != expected:
                 bad.append(reply)
 
-    t1 = threading.Thread(target=hammer, args=(a, ":SOUR0:POW?", "0.000"))
+    t1 = threading.Thread(target=hammer, args=(a, ":SOUR0:POW?", "0.0000"))
     t2 = threading.Thread(target=hammer, args=(b, ":AOM:MODE?", "CW"))
     t1.start(), t2.start()
     t1.join(), t2.join()
@@ -167,7 +167,7 @@ def test_reply_delay_shorter_than_timeout_costs_lab_time(link):
     pump = op(PUMP_A)
     lib.faults.delay(PUMP_A, 0.3, count=1)
     t0 = lib.clock.now()
-    assert pump.query(":SOUR0:POW?") == "0.000"
+    assert pump.query(":SOUR0:POW?") == "0.0000"
     assert lib.clock.now() - t0 == pytest.approx(0.3)
 
 

@@ -1,0 +1,85 @@
+"""Driver figures: QCoDeS parameter get overhead, hardware sweep against a pointwise sweep."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pyvisa
+
+from qnetlab.drivers import QnetlabPumpLaser, QnetlabQNU
+from qnetlab.sim_instruments import lab_spec
+
+LAB = lab_spec("node")
+PUMP = "TCPIP0::pump-alice.lab::inst0::INSTR"
+QNU = "TCPIP0::qnu-alice.lab::inst0::INSTR"
+
+
+def _best_us(fn, n: int = 3000, rounds: int = 1) -> float:
+    best = float("inf")
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        best = min(best, (time.perf_counter() - t0) / n * 1e6)
+    return best
+
+
+def get_ratio_vs_raw(rounds: int = 7) -> float:
+    """``pump.power()`` over ``resource.query(":SOUR0:POW?")`` on the same backend, interleaved."""
+    pump = QnetlabPumpLaser("bench_pump", PUMP, visalib=LAB, print_connect_message=False)
+    raw = pyvisa.ResourceManager(LAB).open_resource(PUMP, read_termination="\n",
+                                                    write_termination="\n")
+    try:
+        r, d = [], []
+        for _ in range(rounds):
+            r.append(_best_us(lambda: raw.query(":SOUR0:POW?")))
+            d.append(_best_us(pump.power.get))
+        return min(d) / min(r)
+    finally:
+        raw.close()
+        pump.close()
+
+
+def sweep_speedup_vs_pointwise(points: int = 1001) -> float:
+    """1001-point wavelength sweep with photodiode readout: pointwise over hardware sweep."""
+    pyvisa.ResourceManager(LAB).visalib.reset_state()
+    pump = QnetlabPumpLaser("bench_pump", PUMP, visalib=LAB, print_connect_message=False)
+    qnu = QnetlabQNU("bench_qnu", QNU, visalib=LAB, print_connect_message=False)
+    try:
+        pump.output("on")
+        pump.shutter("open")
+        start_nm, step_pm = 1550.0, 0.2
+        grid = start_nm + step_pm * 1e-3 * np.arange(points)
+
+        t_point = float("inf")
+        pointwise = np.empty(points)
+        for _ in range(3):
+            t0 = time.perf_counter()
+            for i, wl in enumerate(grid):
+                pump.wavelength(wl)
+                pointwise[i] = qnu.transducer.pd_voltage()
+            t_point = min(t_point, time.perf_counter() - t0)
+
+        best = float("inf")
+        for _ in range(5):
+            t0 = time.perf_counter()
+            pump.sweep.start(start_nm)
+            pump.sweep.stop(grid[-1])
+            pump.sweep.step(step_pm)
+            wavelengths, _ = pump.sweep.run()
+            trace = qnu.transducer.pd_log()
+            best = min(best, time.perf_counter() - t0)
+        assert wavelengths.size == trace.size == points
+        return t_point / best
+    finally:
+        pump.close()
+        qnu.close()
+        pyvisa.ResourceManager(LAB).visalib.reset_state()
+
+
+def run() -> dict[str, float]:
+    return {
+        "driver.get_ratio_vs_raw": round(get_ratio_vs_raw(), 3),
+        "laser.sweep_speedup_vs_pointwise": round(sweep_speedup_vs_pointwise(), 1),
+    }
