@@ -24,21 +24,23 @@ def _close_qcodes_instruments() -> Iterator[None]:
     Instrument.close_all()
 
 
-@pytest.fixture
-def link_rm() -> Iterator[pyvisa.ResourceManager]:
-    """A ResourceManager on the built-in two-node link, reset to its seed after the test."""
-    rm = pyvisa.ResourceManager(lab_spec("link"))
+def _fresh_lab(name: str) -> Iterator[pyvisa.ResourceManager]:
+    rm = pyvisa.ResourceManager(lab_spec(name))
     rm.visalib.reset_state()
     yield rm
     rm.visalib.reset_state()
+
+
+@pytest.fixture
+def link_rm() -> Iterator[pyvisa.ResourceManager]:
+    """A ResourceManager on the built-in two-node link, reset to its seed around the test."""
+    yield from _fresh_lab("link")
 
 
 @pytest.fixture
 def node_rm() -> Iterator[pyvisa.ResourceManager]:
-    rm = pyvisa.ResourceManager(lab_spec("node"))
-    rm.visalib.reset_state()
-    yield rm
-    rm.visalib.reset_state()
+    """A ResourceManager on the built-in single node, reset to its seed around the test."""
+    yield from _fresh_lab("node")
 
 
 @pytest.fixture
