@@ -7,6 +7,7 @@ Usage: ``python benchmarks/run.py [name-substring ...]``.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import sys
@@ -24,7 +25,8 @@ def main(argv: list[str]) -> int:
         module = importlib.util.module_from_spec(spec)
         assert spec.loader is not None
         spec.loader.exec_module(module)
-        figures.update(module.run())
+        with contextlib.redirect_stdout(sys.stderr):  # keep stdout one JSON object
+            figures.update(module.run())
     print(json.dumps(figures, indent=1, sort_keys=True))
     return 0
 

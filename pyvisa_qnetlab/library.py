@@ -51,6 +51,12 @@ class QnetlabVisaLibrary(SimVisaLibrary):
     clock: VirtualClock
     faults: FaultInjector
 
+    def __new__(cls, library_path: str | LibraryPath = ""):
+        # one world per lab file, however the file is named (path, relative path, pkg:file)
+        if library_path:
+            library_path = LibraryPath(resolve_lab_path(str(library_path)), "user specified")
+        return super().__new__(cls, library_path)
+
     @staticmethod
     def get_debug_info() -> dict[str, str]:
         info = dict(SimVisaLibrary.get_debug_info())
@@ -59,7 +65,7 @@ class QnetlabVisaLibrary(SimVisaLibrary):
 
     def _init(self) -> None:
         self.sessions = {}
-        self.lab_path = resolve_lab_path(str(self.library_path))
+        self.lab_path = str(self.library_path)
         self.lock = threading.RLock()
         self.clock = VirtualClock()
         self._resources: dict[str, dict[str, Any]] = {}

@@ -12,6 +12,8 @@ from qcodes.instrument import Instrument
 from pyvisa_qnetlab import QnetlabVisaLibrary
 from qnetlab.sim_instruments import lab_spec
 
+pytest_plugins = ["pytester"]
+
 settings.register_profile("qnetlab", deadline=None, max_examples=60, derandomize=True)
 settings.load_profile("qnetlab")
 

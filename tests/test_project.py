@@ -22,15 +22,27 @@ def _readme_blocks() -> list[str]:
     return re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
 
 
-@pytest.mark.parametrize("index", range(len(_readme_blocks())))
-def test_readme_examples_run_as_written(index, capsys):
+SCRIPTS = [b for b in _readme_blocks() if "def test_" not in b]
+TESTS = [b for b in _readme_blocks() if "def test_" in b]
+
+
+@pytest.mark.parametrize("index", range(len(SCRIPTS)))
+def test_readme_scripts_run_as_written(index, capsys, qnetlab_data_dir):
     lib = pyvisa.ResourceManager(lab_spec("link")).visalib
     lib.reset_state()
     try:
-        exec(compile(_readme_blocks()[index], f"README.md[python {index}]", "exec"), {})
+        exec(compile(SCRIPTS[index], f"README.md[script {index}]", "exec"), {})
     finally:
         lib.reset_state()
-    assert "mK" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "mK" in out and "transducer cavity at" in out
+
+
+@pytest.mark.parametrize("index", range(len(TESTS)))
+def test_readme_test_examples_pass_under_the_plugin(index, pytester):
+    pytester.makepyfile(test_readme_example=TESTS[index])
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=TESTS[index].count("def test_"))
 
 
 def test_reference_pages_match_the_yamls():

@@ -1,0 +1,131 @@
+"""Bring a lab up from a station file: the QCoDeS station, its topology and the lab's clock."""
+
+from __future__ import annotations
+
+import os
+from importlib.resources import files
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import yaml
+from qcodes.instrument import Instrument
+from qcodes.station import Station
+
+from qnetlab.clock import Clock, WallClock
+
+from .topology import Topology, TopologyError, parse_topology
+
+TOPOLOGY_TYPE = "qnetlab.stations.topology.NetworkTopology"
+FIBER_TOLERANCE_KM = 1e-3
+
+
+class StationBundle(NamedTuple):
+    """What :func:`load` returns; unpack as ``station, topology, clock = load(...)``."""
+
+    station: Station
+    topology: Topology
+    clock: Clock
+
+    def instrument(self, name: str) -> Any:
+        return self.station.components[name]
+
+    def node(self, name: str) -> dict[str, Any]:
+        """The instruments of a node: ``{"qnu": ..., "pump": ..., "fridge": ...}``."""
+        spec = self.topology.nodes[name]
+        return {role: self.instrument(getattr(spec, role)) for role in ("qnu", "pump", "fridge")}
+
+    def herald(self, link: str) -> Any:
+        """The heralding-station QNU of a link."""
+        return self.instrument(self.topology.stations[self.topology.links[link].station].qnu)
+
+    def close(self) -> None:
+        """Close every instrument of the station."""
+        for name in list(self.station.components):
+            component = self.station.components[name]
+            if isinstance(component, Instrument):
+                self.station.close_and_remove_instrument(name)
+
+
+def available() -> list[str]:
+    """Names of the bundled station files."""
+    return sorted(p.name.removesuffix(".station.yaml")
+                  for p in files("qnetlab.stations").iterdir()
+                  if p.name.endswith(".station.yaml"))
+
+
+def station_file(name_or_path: str | os.PathLike[str]) -> Path:
+    """A path as given, or a bundled station by name (``"sim_link"``)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path.resolve()
+    bundled = files("qnetlab.stations") / f"{name_or_path}.station.yaml"
+    if bundled.is_file():
+        return Path(str(bundled))
+    raise FileNotFoundError(f"station {str(name_or_path)!r}: no such file, and not a bundled "
+                            f"station (bundled: {', '.join(available())})")
+
+
+def read_topology(path: Path) -> Topology:
+    """Validate a station file's topology before any instrument is touched."""
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise TopologyError(f"{path.name}: not valid YAML: {exc}") from None
+    instruments = (raw or {}).get("instruments")
+    if not isinstance(instruments, dict) or not instruments:
+        raise TopologyError(f"{path.name}: needs an 'instruments:' mapping")
+    entries = [n for n, spec in instruments.items()
+               if isinstance(spec, dict) and spec.get("type") == TOPOLOGY_TYPE]
+    if len(entries) != 1:
+        raise TopologyError(f"{path.name}: needs exactly one instrument of type {TOPOLOGY_TYPE} "
+                            f"(found {entries or 'none'})")
+    (entry,) = entries
+    names = set(instruments) - {entry}
+    return parse_topology(instruments[entry].get("init") or {}, names,
+                          source=f"{path.name}: instruments.{entry}.init")
+
+
+def _shared_clock(station: Station, path: Path) -> Clock:
+    clocks = {id(c.clock): c.clock for c in station.components.values() if hasattr(c, "clock")}
+    if len(clocks) > 1:
+        raise TopologyError(f"{path.name}: instruments run on different clocks (mixed VISA "
+                            "libraries); a station is one lab with one clock")
+    return next(iter(clocks.values()), WallClock())
+
+
+def _check_fibers(bundle: StationBundle, path: Path) -> None:
+    """The QNUs report their fiber to the station: it must match the declared topology."""
+    for link in bundle.topology.links.values():
+        for node in link.nodes:
+            peer = link.nodes[1 - link.nodes.index(node)]
+            qnu = bundle.node(node)["qnu"]
+            reported = qnu.link_to(peer).fiber_length()
+            if abs(reported - link.fiber_of(node)) > FIBER_TOLERANCE_KM:
+                raise TopologyError(
+                    f"{path.name}: links.{link.name}.fiber_km: {node} reports "
+                    f"{reported:g} km to the station, the file declares {link.fiber_of(node):g} km")
+
+
+def load(name_or_path: str | os.PathLike[str], *, check_fibers: bool = True) -> StationBundle:
+    """Bring a station up: every instrument loaded, topology validated, one lab clock.
+
+    The clock is the lab's virtual clock for a simulated lab and real time on hardware; every
+    driver of the station waits on it."""
+    path = station_file(name_or_path)
+    topology = read_topology(path)
+    station = Station(config_file=str(path))
+    try:
+        station.load_all_instruments()
+        clock = _shared_clock(station, path)
+        for component in station.components.values():
+            if hasattr(component, "clock"):
+                component.clock = clock
+        bundle = StationBundle(station, topology, clock)
+        if check_fibers:
+            _check_fibers(bundle, path)
+    except Exception:
+        for component in list(station.components.values()):
+            if isinstance(component, Instrument):
+                component.close()
+        raise
+    return bundle

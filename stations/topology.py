@@ -1,0 +1,156 @@
+"""The network topology of a station: which instruments form each node, the links, the heralding
+stations and the fiber. Declared once per station file as a ``NetworkTopology`` entry, so it is
+schema-valid QCoDeS YAML, lands in every snapshot, and reads the same for hardware and
+simulation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from qcodes.instrument import Instrument
+
+NODE_ROLES = ("qnu", "pump", "fridge")
+STATION_ROLES = ("qnu",)
+
+
+class TopologyError(ValueError):
+    """A topology entry is wrong; the message names the file and the entry."""
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    name: str
+    qnu: str
+    pump: str
+    fridge: str
+
+
+@dataclass(frozen=True)
+class StationSpec:
+    name: str
+    qnu: str
+
+
+@dataclass(frozen=True)
+class LinkSpec:
+    name: str
+    nodes: tuple[str, str]
+    station: str
+    fiber_km: tuple[float, float]
+
+    def fiber_of(self, node: str) -> float:
+        return self.fiber_km[self.nodes.index(node)]
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Nodes, heralding stations and links, checked against the station's instruments."""
+
+    nodes: dict[str, NodeSpec]
+    stations: dict[str, StationSpec]
+    links: dict[str, LinkSpec]
+
+    def links_of(self, node: str) -> list[LinkSpec]:
+        return [lk for lk in self.links.values() if node in lk.nodes]
+
+    def instrument_names(self) -> set[str]:
+        names = {getattr(n, r) for n in self.nodes.values() for r in NODE_ROLES}
+        return names | {s.qnu for s in self.stations.values()}
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "nodes": {n: {r: getattr(s, r) for r in NODE_ROLES} for n, s in self.nodes.items()},
+            "stations": {n: {"qnu": s.qnu} for n, s in self.stations.items()},
+            "links": {n: {"nodes": list(lk.nodes), "station": lk.station,
+                          "fiber_km": list(lk.fiber_km)} for n, lk in self.links.items()},
+        }
+
+
+def parse_topology(spec: Mapping[str, Any], instruments: set[str] | None = None,
+                   source: str = "<topology>") -> Topology:
+    """Validate a topology mapping; every error names ``source`` and the offending entry."""
+
+    def fail(entry: str, message: str) -> TopologyError:
+        return TopologyError(f"{source}: {entry}: {message}")
+
+    def need_mapping(value: Any, entry: str) -> Mapping[str, Any]:
+        if not isinstance(value, Mapping):
+            raise fail(entry, f"expected a mapping, got {type(value).__name__}")
+        return value
+
+    spec = need_mapping(spec, "network.init")
+    unknown = set(spec) - {"nodes", "stations", "links"}
+    if unknown:
+        raise fail("network.init", f"unknown keys {sorted(unknown)} (allowed: nodes, stations, "
+                   "links)")
+    nodes: dict[str, NodeSpec] = {}
+    for name, roles in need_mapping(spec.get("nodes", {}), "nodes").items():
+        roles = need_mapping(roles, f"nodes.{name}")
+        missing = [r for r in NODE_ROLES if r not in roles]
+        if missing:
+            raise fail(f"nodes.{name}", f"missing {missing} (a node needs {list(NODE_ROLES)})")
+        extra = set(roles) - set(NODE_ROLES)
+        if extra:
+            raise fail(f"nodes.{name}", f"unknown roles {sorted(extra)}")
+        nodes[name] = NodeSpec(name, *(str(roles[r]) for r in NODE_ROLES))
+    if not nodes:
+        raise fail("nodes", "a topology needs at least one node")
+    stations: dict[str, StationSpec] = {}
+    for name, roles in need_mapping(spec.get("stations", {}) or {}, "stations").items():
+        roles = need_mapping(roles, f"stations.{name}")
+        if set(roles) != {"qnu"}:
+            raise fail(f"stations.{name}", f"a heralding station has exactly a 'qnu', got "
+                       f"{sorted(roles)}")
+        stations[name] = StationSpec(name, str(roles["qnu"]))
+    links: dict[str, LinkSpec] = {}
+    for name, link in need_mapping(spec.get("links", {}) or {}, "links").items():
+        link = need_mapping(link, f"links.{name}")
+        ends = list(link.get("nodes", []))
+        if len(ends) != 2 or len(set(ends)) != 2:
+            raise fail(f"links.{name}.nodes", f"needs two different nodes, got {ends}")
+        for end in ends:
+            if end not in nodes:
+                raise fail(f"links.{name}.nodes", f"{end!r} is not a declared node "
+                           f"(declared: {sorted(nodes)})")
+        station = link.get("station")
+        if station not in stations:
+            raise fail(f"links.{name}.station", f"{station!r} is not a declared heralding "
+                       f"station (declared: {sorted(stations)})")
+        km = link.get("fiber_km")
+        try:
+            fiber = tuple(float(x) for x in km)  # type: ignore[union-attr]
+        except (TypeError, ValueError):
+            fiber = ()
+        if len(fiber) != 2 or min(fiber) < 0:
+            raise fail(f"links.{name}.fiber_km", f"needs two lengths >= 0 km, got {km!r}")
+        links[name] = LinkSpec(name, (ends[0], ends[1]), station, fiber)  # type: ignore[arg-type]
+    topology = Topology(nodes, stations, links)
+    if instruments is not None:
+        for n, node in nodes.items():
+            for role in NODE_ROLES:
+                if getattr(node, role) not in instruments:
+                    raise fail(f"nodes.{n}.{role}", f"no instrument {getattr(node, role)!r} in "
+                               f"the station (instruments: {sorted(instruments)})")
+        for s, st in stations.items():
+            if st.qnu not in instruments:
+                raise fail(f"stations.{s}.qnu", f"no instrument {st.qnu!r} in the station")
+    return topology
+
+
+class NetworkTopology(Instrument):
+    """The topology as a station component: validated at construction, in every snapshot."""
+
+    def __init__(self, name: str, nodes: Mapping[str, Any], stations: Mapping[str, Any]
+                 | None = None, links: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+        self.topology = parse_topology(
+            {"nodes": nodes, "stations": stations or {}, "links": links or {}}, source=name)
+        kwargs.setdefault("metadata", {})
+        kwargs["metadata"] = {**kwargs["metadata"], "topology": self.topology.as_dict()}
+        super().__init__(name, **kwargs)
+
+    def get_idn(self) -> dict[str, str | None]:
+        return {"vendor": "qnetlab", "model": "NetworkTopology", "serial": None,
+                "firmware": None}
