@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from importlib.resources import files
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -106,11 +107,13 @@ def _check_fibers(bundle: StationBundle, path: Path) -> None:
                     f"{reported:g} km to the station, the file declares {link.fiber_of(node):g} km")
 
 
-def load(name_or_path: str | os.PathLike[str], *, check_fibers: bool = True) -> StationBundle:
+def load(name_or_path: str | os.PathLike[str], *, check_fibers: bool = True,
+         after_load: Callable[[StationBundle], Any] | None = None) -> StationBundle:
     """Bring a station up: every instrument loaded, topology validated, one lab clock.
 
     The clock is the lab's virtual clock for a simulated lab and real time on hardware; every
-    driver of the station waits on it."""
+    driver of the station waits on it. ``after_load(bundle)`` runs last (the calibration layer
+    uses it to put the stored calibration on the instruments)."""
     path = station_file(name_or_path)
     topology = read_topology(path)
     station = Station(config_file=str(path))
@@ -123,6 +126,8 @@ def load(name_or_path: str | os.PathLike[str], *, check_fibers: bool = True) -> 
         bundle = StationBundle(station, topology, clock)
         if check_fibers:
             _check_fibers(bundle, path)
+        if after_load is not None:
+            after_load(bundle)
     except Exception:
         for component in list(station.components.values()):
             if isinstance(component, Instrument):

@@ -285,9 +285,11 @@ class Lab:
     def station_links(self, station: str) -> list[Link]:
         return [lk for lk in self.links.values() if lk.station.name == station]
 
-    def truth(self) -> dict[str, Any]:
-        """Hidden true parameters at the present lab time (for tests and reports only)."""
-        t = self.sync()
+    def truth(self, at: float | None = None) -> dict[str, Any]:
+        """Hidden true parameters now, or the drifting ones as of lab time ``at`` (for tests
+        and reports only; the fridge entry is always the present state)."""
+        now = self.sync()
+        t = now if at is None else at
         out: dict[str, Any] = {"t": t, "nodes": {}, "stations": {}, "links": {}}
         for n, node in self.nodes.items():
             out["nodes"][n] = {
@@ -297,7 +299,7 @@ class Lab:
                 "t2_s": node.t2_s,
                 "kappa_ex_hz": node.kappa_ex_hz,
                 "kappa_i_hz": node.kappa_i_hz,
-                "mxc_k": node.fridge.mxc_k,
+                "mxc_k": node.fridge.mxc_at(t) if t < now else node.fridge.mxc_k,
             }
         for s, st in self.stations.items():
             out["stations"][s] = {

@@ -1,0 +1,443 @@
+"""The calibration engine: a graph of calibrations spanning the network, Optimus semantics.
+
+Each calibration runs per target (a network node, a heralding station or a link); the graph's
+nodes are ``(calibration, target)`` pairs and a link's calibrations depend on both of its ends.
+
+- ``check_state``: free; passes while the last success is younger than the calibration's
+  timeout, it has not failed (or been held) since, and no dependency was recalibrated after it.
+- ``check_data``: a short measurement, classified ``in_spec`` / ``out_of_spec`` / ``bad_data``.
+- ``calibrate``: the full measurement and fit; its updates go to the calibration store (held
+  when they jump too far) and onto the instruments.
+- ``diagnose``: on ``bad_data``, walk the ancestors with ``check_data`` to find the one out of
+  spec, recalibrate it, then come back and recalibrate.
+- ``maintain(targets)``: dependencies first, then the cheapest step that settles each node.
+
+Outcomes are per target: a failure blocks only its descendants. All state lives in the
+calibration store, so a graph interrupted at any point (exception or SIGKILL) and run again
+skips what is still fresh and redoes only the rest.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import networkx as nx
+
+from qnetlab.runstore import Run, RunStore
+from qnetlab.stations import StationBundle, Topology
+
+from .store import CalibrationStore, NodeState
+
+log = logging.getLogger("qnetlab.calibration")
+
+Key = tuple[str, str]  # (calibration name, target)
+
+
+class Outcome(enum.StrEnum):
+    IN_SPEC = "in_spec"
+    OUT_OF_SPEC = "out_of_spec"
+    BAD_DATA = "bad_data"
+
+
+@dataclass(frozen=True)
+class Check:
+    outcome: Outcome
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Update:
+    """A calibrated quantity: value, 1-sigma uncertainty, fit quality (R^2)."""
+
+    quantity: str
+    value: float
+    uncertainty: float | None = None
+    fit_quality: float | None = None
+
+
+@dataclass(frozen=True)
+class Quantity:
+    """How a quantity is stored and applied: unit, approval bound, setter on the station."""
+
+    unit: str
+    max_jump: float | None = None
+    apply: Callable[[StationBundle, str, float], None] | None = None
+
+
+class CalibrationFailed(RuntimeError):
+    """A calibration could not produce a trustworthy result (the message says why)."""
+
+
+class Calibration:
+    """One kind of calibration; subclasses implement ``check_data`` and ``calibrate``."""
+
+    name: ClassVar[str]
+    scope: ClassVar[str]  # "node", "station" or "link"
+    depends_on: ClassVar[tuple[str, ...]] = ()
+    timeout_s: ClassVar[float] = 3600.0
+    quantities: ClassVar[dict[str, Quantity]] = {}
+    #: R^2 below which a fit is not trusted
+    min_fit_quality: ClassVar[float] = 0.8
+
+    def __init__(self, timeout_s: float | None = None, **options: Any) -> None:
+        if timeout_s is not None:
+            self.timeout_s = timeout_s
+        for key, value in options.items():
+            if not hasattr(self, key):
+                raise TypeError(f"{type(self).__name__} has no option {key!r}")
+            setattr(self, key, value)
+
+    def check_data(self, ctx: CalContext, target: str) -> Check:
+        raise NotImplementedError
+
+    def calibrate(self, ctx: CalContext, target: str) -> list[Update]:
+        raise NotImplementedError
+
+
+@dataclass
+class NodeResult:
+    cal: str
+    target: str
+    status: str  # fresh, in_spec, calibrated, held, failed, blocked
+    detail: str = ""
+    diagnosed: bool = False
+    runs: list[str] = field(default_factory=list)  # GUIDs of the runs it took
+    updates: list[Update] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        return f"{self.cal}:{self.target}"
+
+
+@dataclass
+class Report:
+    results: list[NodeResult]
+    lab_time_s: float
+    wall_s: float
+
+    @property
+    def ok(self) -> bool:
+        return all(r.status in ("fresh", "in_spec", "calibrated") for r in self.results)
+
+    def by_status(self, *statuses: str) -> list[str]:
+        return [r.key for r in self.results if r.status in statuses]
+
+    def result(self, cal: str, target: str) -> NodeResult:
+        return next(r for r in self.results if (r.cal, r.target) == (cal, target))
+
+    def table(self) -> str:
+        width = max((len(r.key) for r in self.results), default=10)
+        lines = [f"{'calibration:target':<{width}}  {'status':<10}  detail"]
+        for r in self.results:
+            tag = r.status + ("*" if r.diagnosed else "")
+            lines.append(f"{r.key:<{width}}  {tag:<10}  {r.detail}")
+        lines.append(f"{len(self.results)} nodes; lab time {self.lab_time_s:.0f} s in "
+                     f"{self.wall_s:.1f} s wall ({'ok' if self.ok else 'NOT OK'}); "
+                     "* found by diagnose")
+        return "\n".join(lines)
+
+
+class CalContext:
+    """What a calibration sees: the station, its clock, the run store and calibration store."""
+
+    def __init__(self, bundle: StationBundle, runs: RunStore, store: CalibrationStore,
+                 figures: bool = True) -> None:
+        self.bundle = bundle
+        self.runs = runs
+        self.store = store
+        self.clock = bundle.clock
+        self.figures = figures
+        self.current_runs: list[Run] = []
+
+    @property
+    def topology(self) -> Topology:
+        return self.bundle.topology
+
+    def new_run(self, cal: Calibration, target: str, kind: str) -> Run:
+        run = self.runs.run(f"{cal.name}.{kind}", station=self.bundle.station, clock=self.clock,
+                            sample=target, calibration=self.store.as_dict(),
+                            metadata={"calibration": cal.name, "target": target, "step": kind})
+        self.current_runs.append(run)
+        return run
+
+    def live(self, quantity: str, target: str) -> float | None:
+        rec = self.store.current(quantity, target)
+        return None if rec is None else rec.value
+
+    def save_figure(self, run: Run, figure: Any) -> None:
+        """Save a fit figure as PNG beside the run's HDF5 file; the run's metadata points to it."""
+        import matplotlib.pyplot as plt
+
+        try:
+            if self.figures and run.hdf5_path is not None:
+                path = run.hdf5_path.with_suffix(".png")
+                figure.savefig(path, dpi=90)
+                run.dataset.add_metadata("qnetlab_figure", str(path))
+        finally:
+            plt.close(figure)
+
+
+class CalibrationGraph:
+    """Calibrations expanded over the topology's targets, as a networkx DAG of (cal, target)."""
+
+    def __init__(self, calibrations: Sequence[Calibration], topology: Topology) -> None:
+        self.calibrations = {c.name: c for c in calibrations}
+        self.topology = topology
+        self.graph = nx.DiGraph()
+        for cal in calibrations:
+            for target in self.targets(cal.scope):
+                self.graph.add_node((cal.name, target))
+        for cal in calibrations:
+            for target in self.targets(cal.scope):
+                for dep_name in cal.depends_on:
+                    dep = self.calibrations[dep_name]
+                    for dep_target in self._dependency_targets(cal.scope, target, dep.scope):
+                        self.graph.add_edge((dep_name, dep_target), (cal.name, target))
+        if not nx.is_directed_acyclic_graph(self.graph):
+            raise ValueError(f"calibration graph has a cycle: {nx.find_cycle(self.graph)}")
+
+    def targets(self, scope: str) -> list[str]:
+        topo = self.topology
+        return {"node": list(topo.nodes), "station": list(topo.stations),
+                "link": list(topo.links)}[scope]
+
+    def _dependency_targets(self, scope: str, target: str, dep_scope: str) -> list[str]:
+        topo = self.topology
+        if scope == dep_scope:
+            return [target]
+        if scope == "link" and dep_scope == "node":
+            return list(topo.links[target].nodes)
+        if scope == "link" and dep_scope == "station":
+            return [topo.links[target].station]
+        if scope == "station" and dep_scope == "node":
+            ends = {n for lk in topo.links.values() if lk.station == target for n in lk.nodes}
+            return sorted(ends)
+        raise ValueError(f"a {scope} calibration cannot depend on a {dep_scope} calibration")
+
+    def order(self, selection: Iterable[str] | None = None) -> list[Key]:
+        """Keys to maintain, dependencies first. ``selection`` holds targets or cal:target."""
+        keys = set(self.graph.nodes)
+        if selection is not None:
+            chosen: set[Key] = set()
+            for item in selection:
+                if ":" in item:
+                    cal, _, target = item.partition(":")
+                    matches = {(cal, target)} & keys
+                else:
+                    matches = {k for k in keys if k[1] == item or k[0] == item}
+                if not matches:
+                    raise KeyError(f"{item!r} names no calibration or target of the graph "
+                                   f"(targets: {sorted({k[1] for k in keys})})")
+                chosen |= matches
+            keys = chosen | {a for k in chosen for a in nx.ancestors(self.graph, k)}
+        return [k for k in nx.lexicographical_topological_sort(self.graph) if k in keys]
+
+    def dependencies(self, key: Key) -> list[Key]:
+        return sorted(self.graph.predecessors(key))
+
+
+class Calibrator:
+    """Runs a calibration graph on a station (``maintain``), recording everything."""
+
+    def __init__(self, graph: CalibrationGraph, ctx: CalContext,
+                 progress: Callable[[NodeResult], None] | None = None) -> None:
+        self.graph = graph
+        self.ctx = ctx
+        self.progress = progress
+        self.states: dict[Key, NodeState] = {}
+
+    # --- state ----------------------------------------------------------------------------------
+    def check_state(self, key: Key, now: float) -> bool:
+        st = self.states.get(key)
+        cal = self.graph.calibrations[key[0]]
+        if st is None or st.last_success is None or st.last_outcome in ("failed", "held"):
+            return False
+        if now - st.last_success > cal.timeout_s:
+            return False
+        for dep in self.graph.dependencies(key):
+            dst = self.states.get(dep)
+            if dst is None or (dst.calibrated_at is not None
+                               and dst.calibrated_at > st.last_success):
+                return False
+        return True
+
+    def _save(self, key: Key, state: NodeState) -> None:
+        self.states[key] = state
+        self.ctx.store.save_node_state(key[0], key[1], state, self.ctx.clock.now())
+
+    def _catch_up_clock(self) -> None:
+        """A virtual clock restarted at 0 resumes at the last recorded lab time."""
+        clock = self.ctx.clock
+        last = self.ctx.store.latest_time()
+        if getattr(clock, "is_virtual", False) and clock.now() < last:
+            clock.sleep(last - clock.now())
+
+    # --- the steps --------------------------------------------------------------------------------
+    def _collect_runs(self, result: NodeResult) -> str | None:
+        """Move the runs just taken into ``result``; the GUID of the last one."""
+        guids = [r.guid for r in self.ctx.current_runs if r.guid]
+        self.ctx.current_runs = []
+        result.runs += guids
+        return guids[-1] if guids else None
+
+    def _check(self, key: Key, result: NodeResult) -> Check:
+        cal = self.graph.calibrations[key[0]]
+        try:
+            check = cal.check_data(self.ctx, key[1])
+        except Exception as exc:  # an instrument failing during a check is bad data
+            log.exception("check_data %s:%s failed", *key)
+            check = Check(Outcome.BAD_DATA, f"check failed: {type(exc).__name__}: {exc}")
+        self._collect_runs(result)
+        return check
+
+    def _calibrate(self, key: Key, result: NodeResult) -> None:
+        cal = self.graph.calibrations[key[0]]
+        now = self.ctx.clock.now
+        try:
+            updates = cal.calibrate(self.ctx, key[1])
+        except Exception as exc:
+            log.exception("calibrate %s:%s failed", *key)
+            self._collect_runs(result)
+            self._restore(key)
+            result.status, result.detail = "failed", f"{type(exc).__name__}: {exc}"
+            self._save(key, NodeState(None, self.states.get(key, NodeState()).calibrated_at,
+                                      "failed", result.detail))
+            return
+        source = self._collect_runs(result)
+        # one node's updates go live together: if any jumps too far, all are held
+        hold = any(self.ctx.store.jumps(u.quantity, key[1], u.value,
+                                        cal.quantities[u.quantity].max_jump) for u in updates)
+        held, changed = [], False
+        for up in updates:
+            q = cal.quantities[up.quantity]
+            rec = self.ctx.store.record(
+                up.quantity, key[1], up.value, lab_time=now(), unit=q.unit,
+                uncertainty=up.uncertainty, source_run=source, fit_quality=up.fit_quality,
+                max_jump=q.max_jump, hold=hold)
+            if rec.status == "held":
+                if rec.note:
+                    held.append(f"{up.quantity} held (record {rec.id}): {rec.note}")
+                continue
+            changed = True
+            if q.apply is not None:
+                q.apply(self.ctx.bundle, key[1], up.value)
+        result.updates = list(updates)
+        if held:
+            self._restore(key)
+            result.status, result.detail = "held", "; ".join(held)
+            self._save(key, NodeState(None, self.states.get(key, NodeState()).calibrated_at,
+                                      "held", result.detail))
+            return
+        t = now()
+        result.status = "calibrated"
+        result.detail = ", ".join(_describe(u, cal.quantities[u.quantity].unit) for u in updates)
+        self._save(key, NodeState(t, t if changed else None, "calibrated", result.detail))
+
+    def _restore(self, key: Key) -> None:
+        """Put the live calibrated values of this node back on the instruments."""
+        cal = self.graph.calibrations[key[0]]
+        for name, q in cal.quantities.items():
+            rec = self.ctx.store.current(name, key[1])
+            if rec is not None and q.apply is not None:
+                try:
+                    q.apply(self.ctx.bundle, key[1], rec.value)
+                except Exception:
+                    log.exception("restoring %s on %s failed", name, key[1])
+
+    def _stamp(self, key: Key, detail: str) -> None:
+        old = self.states.get(key, NodeState())
+        self._save(key, NodeState(self.ctx.clock.now(), old.calibrated_at, "in_spec", detail))
+
+    def diagnose(self, key: Key, result: NodeResult, seen: set[Key]) -> None:
+        """Walk the ancestors of ``key`` with check_data; fix the out-of-spec one(s)."""
+        for dep in self.graph.dependencies(key):
+            if dep in seen:
+                continue
+            seen.add(dep)
+            dep_result = NodeResult(dep[0], dep[1], "in_spec", diagnosed=True)
+            check = self._check(dep, dep_result)
+            if check.outcome is Outcome.IN_SPEC:
+                self._stamp(dep, check.detail)
+                dep_result.detail = check.detail
+            else:
+                if check.outcome is Outcome.BAD_DATA:
+                    self.diagnose(dep, dep_result, seen)
+                self._calibrate(dep, dep_result)
+                if dep_result.status == "calibrated":
+                    dep_result.detail = f"diagnosed ({check.outcome}: {check.detail}); " \
+                                        f"{dep_result.detail}"
+            self._results[dep] = dep_result
+            self._emit(dep_result)
+
+    def _emit(self, result: NodeResult) -> None:
+        log.info("%s %s %s", result.key, result.status, result.detail)
+        if self.progress is not None:
+            self.progress(result)
+
+    def maintain(self, targets: Iterable[str] | None = None, *, force: bool = False) -> Report:
+        """Bring the selected part of the graph (all of it by default) into spec."""
+        t_wall, clock = time.perf_counter(), self.ctx.clock
+        self.states = self.ctx.store.node_states()
+        self._catch_up_clock()
+        t_lab = clock.now()
+        self._results: dict[Key, NodeResult] = {}
+        for key in self.graph.order(targets):
+            if key in self._results:
+                continue
+            result = NodeResult(*key, status="fresh")
+            bad_deps = [d for d in self.graph.dependencies(key)
+                        if self._results.get(d) is not None
+                        and self._results[d].status in ("failed", "blocked", "held")]
+            if bad_deps:
+                result.status = "blocked"
+                result.detail = "needs " + ", ".join(
+                    f"{d[0]}:{d[1]} ({self._results[d].status})" for d in bad_deps)
+            elif not force and self.check_state(key, clock.now()):
+                result.detail = "fresh (no measurement)"
+            else:
+                check = self._check(key, result)
+                if check.outcome is Outcome.IN_SPEC:
+                    result.status, result.detail = "in_spec", check.detail
+                    self._stamp(key, check.detail)
+                else:
+                    if check.outcome is Outcome.BAD_DATA:
+                        self.diagnose(key, result, {key})
+                    self._calibrate(key, result)
+                    if result.status == "calibrated":
+                        result.detail = f"{check.outcome} ({check.detail}) -> {result.detail}"
+            self._results[key] = result
+            self._emit(result)
+        ordered = [self._results[k] for k in self.graph.order(targets) if k in self._results]
+        return Report(ordered, clock.now() - t_lab, time.perf_counter() - t_wall)
+
+    def approve(self, record_id: int) -> list[int]:
+        """Approve a held update and the others held with it (same run): make them live, put
+        them on the instruments, and mark their calibration node calibrated."""
+        store = self.ctx.store
+        first = store.get(record_id)
+        group = [r for r in store.held() if r.target == first.target
+                 and (r.id == record_id or (r.source_run and r.source_run == first.source_run))]
+        now = self.ctx.clock.now()
+        for rec in group:
+            store.approve(rec.id, lab_time=now)
+        for cal in self.graph.calibrations.values():
+            mine = [r for r in group if r.quantity in cal.quantities]
+            for rec in mine:
+                q = cal.quantities[rec.quantity]
+                if q.apply is not None:
+                    q.apply(self.ctx.bundle, rec.target, rec.value)
+            if mine:
+                self._save((cal.name, first.target),
+                           NodeState(now, now, "calibrated",
+                                     f"approved records {[r.id for r in mine]}"))
+        return [r.id for r in group]
+
+
+def _describe(update: Update, unit: str) -> str:
+    err = f" +- {update.uncertainty:.3g}" if update.uncertainty else ""
+    return f"{update.quantity} = {update.value:.6g}{err} {unit}".rstrip()

@@ -1,0 +1,65 @@
+"""The lab's model of a single-click link, used to choose the pump operating point.
+
+Figure of merit: the herald rate at a target fidelity. For a transducer with conversion
+efficiency ``eta_t`` and input-referred added noise ``N``, per attempt and node
+
+    p_signal = 2 alpha eta,  p_noise = 2 N eta,  eta = eta_t x swap x chain
+
+(``chain`` = collection x fiber x detector), a true herald has fidelity
+``(1 - alpha)(1 + c)/2`` with ``c = V exp(-sigma^2/2) exp(-2 t_wait / T2)`` and a false one
+``alpha (1 - alpha)``; the bright-state population ``alpha`` is chosen to reach the target
+fidelity with the highest rate. Formulas: docs/physics.md (heralding); the chain defaults are
+the link-budget assumptions below, not measured quantities.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class LinkBudget:
+    """Everything between the transducer's output and a click, plus the coherence budget."""
+
+    collection: float = 0.055  # transducer output to the node's fiber
+    detector_efficiency: float = 0.9
+    fiber_loss_db_per_km: float = 0.2
+    fiber_delay_s_per_km: float = 5e-6
+    visibility: float = 0.9
+    phase_noise_rad: float = 0.1
+    dark_click: float = 4e-6  # dark-count probability per herald window, both detectors
+
+    def chain(self, fiber_km: float) -> float:
+        return self.collection * self.detector_efficiency * 10 ** (
+            -self.fiber_loss_db_per_km * fiber_km / 10)
+
+    def coherence(self, fiber_km: float, t2_s: float) -> float:
+        wait = 2 * fiber_km * self.fiber_delay_s_per_km
+        return self.visibility * math.exp(-self.phase_noise_rad**2 / 2) * math.exp(
+            -2 * wait / t2_s)
+
+
+def single_click(alpha: float, eta: float, noise: float, coherence: float,
+                 dark: float) -> tuple[float, float]:
+    """(success probability per attempt, mean fidelity) of a symmetric single-click link."""
+    p_signal = 2 * alpha * eta
+    p_false = 2 * noise * eta + dark
+    total = p_signal + p_false
+    if total <= 0:
+        return 0.0, 0.0
+    f_true = (1 - alpha) * (1 + coherence) / 2
+    f_false = alpha * (1 - alpha)
+    return total, (p_signal * f_true + p_false * f_false) / total
+
+
+def best_alpha(eta: float, noise: float, coherence: float, dark: float,
+               target_fidelity: float) -> tuple[float, float, float] | None:
+    """Largest-rate ``alpha`` reaching ``target_fidelity``: (alpha, p, F), or None."""
+    best = None
+    for i in range(1, 500):
+        alpha = i / 1000
+        p, f = single_click(alpha, eta, noise, coherence, dark)
+        if f >= target_fidelity and (best is None or p > best[1]):
+            best = (alpha, p, f)
+    return best
