@@ -28,14 +28,14 @@ from .engine import (
     Update,
 )
 from .store import CalibrationStore, Record
-from .testbed import testbed_calibrations
+from .testbed import default_calibrations
 
 
 def setters(bundle: StationBundle, calibrations: Iterable[Calibration] | None = None
             ) -> dict[str, Callable[[str, float], None]]:
     """``quantity -> setter(target, value)`` for every quantity that lives on an instrument."""
     out: dict[str, Callable[[str, float], None]] = {}
-    for cal in calibrations or testbed_calibrations():
+    for cal in calibrations or default_calibrations():
         for name, q in cal.quantities.items():
             if q.apply is not None:
                 out[name] = (lambda t, v, f=q.apply: f(bundle, t, v))
@@ -65,7 +65,7 @@ def calibrate(bundle: StationBundle, *, targets: Iterable[str] | None = None,
     """Maintain the calibration graph of ``bundle`` (all targets unless ``targets``)."""
     store = store or CalibrationStore(data_dir)
     runs = runs or RunStore(data_dir)
-    graph = CalibrationGraph(calibrations or testbed_calibrations(), bundle.topology)
+    graph = CalibrationGraph(calibrations or default_calibrations(), bundle.topology)
     calibrator = Calibrator(graph, CalContext(bundle, runs, store), progress=progress)
     return calibrator.maintain(targets, force=force)
 
@@ -86,7 +86,7 @@ __all__ = [
     "Update",
     "apply_calibration",
     "calibrate",
+    "default_calibrations",
     "load_calibrated",
     "setters",
-    "testbed_calibrations",
 ]
