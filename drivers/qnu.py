@@ -326,8 +326,9 @@ class QNULink(QnetlabChannel):
         """Node at the other end (NONE if not connected)."""
         self.fiber_length: Parameter = self.add_parameter(
             "fiber_length", label="Fiber to station", unit="km", get_cmd=f"LINK{index}:FIB?",
-            get_parser=float, docstring="Fiber length from this node to the heralding station.")
-        """Fiber length from this node to the heralding station."""
+            set_cmd=f"LINK{index}:FIB {{:.4f}}", get_parser=float, vals=vals.Numbers(0, 500),
+            docstring="Fiber from this node to the heralding station (set: fiber-spool switch).")
+        """Fiber from this node to the heralding station (set: fiber-spool switch)."""
         self.phase: Parameter = self.add_parameter(
             "phase", label="Phase setpoint", unit="rad", get_cmd=f"LINK{index}:PHAS?",
             set_cmd=f"LINK{index}:PHAS {{:.6f}}", get_parser=float, vals=vals.Numbers(0, 6.2832),
@@ -374,6 +375,34 @@ class QNULink(QnetlabChannel):
             seq=rows[:, 0].astype(np.int64), herald_time_s=rows[:, 1].copy(),
             pattern=rows[:, 2].astype(np.int16), attempts=rows[:, 3].astype(np.int64),
             basis_index=rows[:, 4].astype(np.int16), outcome=rows[:, 5].copy())
+
+    def swap(self, here: LinkRequest | int, there: LinkRequest | int, cutoff_s: float,
+             bases_here_end: tuple[str, ...] = ("Z",), bases_far_end: tuple[str, ...] = ("Z",)
+             ) -> int:
+        """At a middle node: Bell-measure the kept pairs of ``here`` (this link) and ``there``
+        (the other link), discarding pairs stored longer than ``cutoff_s``; both ends then
+        measure. Returns the swap id (ends read it with ``results``)."""
+        vals.Numbers(1e-9, 3600).validate(cutoff_s, "cutoff_s")
+        ids = [r.id if isinstance(r, LinkRequest) else int(r) for r in (here, there)]
+        cmd = (f"LINK{self.index}:SWAP? {ids[0]},{ids[1]},{cutoff_s:g},"
+               f"{'/'.join(bases_here_end)},{'/'.join(bases_far_end)}")
+        reply = self.ask(cmd)
+        try:
+            return int(reply)
+        except ValueError:
+            root: QnetlabQNU = self.root_instrument  # type: ignore[assignment]
+            root.raise_on_errors(cmd)
+            raise
+
+    def bsm_results(self, swap_id: int) -> dict[str, np.ndarray]:
+        """Bell-state measurements of a swap: outcome 0-3 (Phi+, Phi-, Psi+, Psi-), the two
+        herald patterns and the storage time of each pair."""
+        rows = _float_block(self.root_instrument, f"LINK{self.index}:BSM? {swap_id}")  # type: ignore[arg-type]
+        rows = rows.reshape(-1, 7)
+        return {"seq": rows[:, 0].astype(np.int64), "time_s": rows[:, 1],
+                "bsm": rows[:, 2].astype(np.int8), "pattern_here": rows[:, 3].astype(np.int16),
+                "pattern_there": rows[:, 4].astype(np.int16), "storage_here_s": rows[:, 5],
+                "storage_there_s": rows[:, 6]}
 
     def wait(self, request: LinkRequest | int, timeout_s: float, poll_s: float = 1.0) -> LinkStatus:
         """Wait on the lab clock until the request has finished; returns its final status."""

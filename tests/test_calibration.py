@@ -89,7 +89,7 @@ def test_full_calibration_recovers_the_hidden_truth(sim_lab, qnetlab_data_dir, s
     for r in results:
         data = load_run(r.runs[-1], qnetlab_data_dir)
         assert data.status == "completed" and data.calibration is not None
-        if r.cal != "cryostat_ready":
+        if r.cal not in ("cryostat_ready", "link_check"):  # no fit, no figure
             assert Path(data.dataset.metadata["qnetlab_figure"]).is_file()
     bundle.close()
 

@@ -717,7 +717,10 @@ class LinkPhase(Calibration):
 
 
 def default_calibrations(**timeouts: float) -> list[Calibration]:
-    """The seven calibrations, optionally with timeouts overridden by name."""
+    """The testbed's calibrations (the seven above and the link check), optionally with
+    timeouts overridden by name."""
+    from qnetlab.sequences.entanglement.linkcheck import LinkCheck
+
     classes = (CryostatReady, PumpCavity, MwMode, QubitSwap, PumpOperatingPoint,
-               DetectorTiming, LinkPhase)
+               DetectorTiming, LinkPhase, LinkCheck)
     return [cls(timeout_s=timeouts.get(cls.name)) for cls in classes]

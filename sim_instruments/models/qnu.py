@@ -9,28 +9,34 @@ import numpy as np
 from pyvisa_qnetlab.device import InstrumentRefusal, ieee_block
 from qnetlab.sim_instruments.physics import constants as k_
 from qnetlab.sim_instruments.physics.detectors import Snspd
+from qnetlab.sim_instruments.physics.heralding import basis_vector
 from qnetlab.sim_instruments.physics.timetags import ChannelSpec, generate_stream, histogram
 from qnetlab.sim_instruments.physics.world import DetectorChannel, Link, Station
 
 from .base import DeviceModel
-from .linklayer import LinkLayer
+from .linklayer import LinkLayer, request_tags, swap
 from .pump_laser import current_reflection_power
 
 MAX_RECORDED_TAGS = 20_000_000
 
 
 class Recording:
-    """One time-tagger acquisition: its parameters frozen at start, tags made on first read."""
+    """One time-tagger acquisition: its parameters frozen at start, tags made on first read
+    (from a running link request when there is one, else from the click probabilities)."""
 
     def __init__(self, t0: float, duration: float, sync_hz: float, specs: list[ChannelSpec],
-                 rng: np.random.Generator) -> None:
+                 rng: np.random.Generator, source=None) -> None:
         self.t0, self.duration, self.sync_hz, self.specs, self.rng = t0, duration, sync_hz, specs, rng
+        self.source = source
         self._tags: tuple[np.ndarray, np.ndarray] | None = None
 
     def tags(self) -> tuple[np.ndarray, np.ndarray]:
         if self._tags is None:
-            self._tags = generate_stream(self.rng, self.duration, self.sync_hz, self.specs,
-                                         t0_ps=round(self.t0 * 1e12))
+            if self.source is not None:
+                self._tags = self.source(self.rng)
+            else:
+                self._tags = generate_stream(self.rng, self.duration, self.sync_hz, self.specs,
+                                             t0_ps=round(self.t0 * 1e12))
         return self._tags
 
 
@@ -241,7 +247,24 @@ class QnuModel(DeviceModel):
             raise InstrumentRefusal("execution_error", f"recording of {expected:.3g} tags exceeds "
                                     f"the buffer ({MAX_RECORDED_TAGS:.0e} tags)")
         rng = self.lab.rng(self.resource, "tags", f"{t:.9f}")
-        self.recording = Recording(t, duration, sync, self._channel_specs(t), rng)
+        specs = self._channel_specs(t)
+        self.recording = Recording(t, duration, sync, specs, rng, self._request_source(t, duration,
+                                                                                       specs))
+
+    def _request_source(self, t: float, duration: float, specs: list[ChannelSpec]):
+        """Tags of the link request running on this station's link, if any (last created)."""
+        link = self._tagger_link()
+        if link is None:
+            return None
+        running = [r for r in self.layer.requests.values() if r.link is link
+                   and r.records is not None and r.t_start <= t < r.end_time()]
+        if not running:
+            return None
+        req = running[-1]
+        sigma = max(s.jitter_sigma_ps for s in specs)
+        dead = specs[0].dead_time_ps
+        station = self.station
+        return lambda rng: request_tags(req, station, t, duration, rng, sigma, dead)
 
     def record_state(self) -> str:
         if self.recording is None:
@@ -315,6 +338,37 @@ class QnuModel(DeviceModel):
     def link_fiber(self, ch: str) -> float:
         i = int(ch) - 1
         return self.links[i].fiber_of(self.node).length_km if i < len(self.links) else 0.0
+
+    def set_link_fiber(self, ch: str, value: float) -> float:
+        self.lab.sync()
+        self._link(ch).fiber_of(self.node).length_km = value
+        return value
+
+    def link_swap(self, ch: str, args: str) -> str:
+        self._require_node("LINK:SWAP?")
+        fields = [f.strip() for f in args.split(",")]
+        if len(fields) != 5:
+            raise InstrumentRefusal("data_type_error", f"SWAP? needs 5 fields, got {args!r}")
+        here, there = self.layer.get(fields[0]), self.layer.get(fields[1])
+        if here.link is not self._link(ch):
+            raise InstrumentRefusal("settings_conflict", f"request {here.id} is not on LINK{ch}")
+        try:
+            cutoff = float(fields[2])
+        except ValueError:
+            raise InstrumentRefusal("data_type_error", f"cutoff {fields[2]!r}") from None
+        if not cutoff > 0:
+            raise InstrumentRefusal("data_out_of_range", f"cutoff {cutoff} s must be > 0")
+        bases = [f.upper().split("/") for f in fields[3:5]]
+        for token in bases[0] + bases[1]:
+            try:
+                basis_vector(token)
+            except ValueError as exc:
+                raise InstrumentRefusal("data_out_of_range", str(exc)) from None
+        rec = swap(self.layer, self.node.name, here, there, cutoff, bases[0], bases[1])
+        return str(rec.id)
+
+    def link_swap_results(self, ch: str, args: str) -> bytes:
+        return ieee_block(self.layer.get_swap(args).bsm_rows(), "<f8")
 
     def link_phase(self, ch: str) -> float:
         i = int(ch) - 1

@@ -1,0 +1,70 @@
+"""The link check: a short entanglement run whose fidelity decides whether a link is ready.
+It sits at the end of the calibration graph, after the link phase."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from qnetlab.sequences.calibration.engine import (
+    CalContext,
+    Calibration,
+    CalibrationFailed,
+    Check,
+    Outcome,
+    Quantity,
+    Update,
+)
+
+from .generation import generate
+from .verification import quick_fidelity
+
+
+class LinkCheck(Calibration):
+    name = "link_check"
+    scope = "link"
+    depends_on = ("link_phase",)
+    timeout_s = 3600.0
+    threshold: float = 0.6
+    check_pairs: int = 300
+    pairs: int = 1000
+    quantities: ClassVar[dict[str, Quantity]] = {
+        "link_fidelity": Quantity(""),
+        "link_rate_hz": Quantity("Hz"),
+    }
+
+    def _measure(self, ctx: CalContext, target: str, pairs: int, kind: str
+                 ) -> tuple[float, float, float, str | None]:
+        gen = generate(ctx.bundle, target, pairs, bases=("X", "Y", "Z"), runs=ctx.runs,
+                       name=f"{self.name}.{kind}", max_time_s=3600,
+                       calibration=ctx.store.as_dict())
+        if gen.run_guid:
+            ctx.current_runs.append(_Guid(gen.run_guid))
+        if len(gen) < pairs // 2:
+            raise CalibrationFailed(f"only {len(gen)} of {pairs} pairs in an hour")
+        f, err = quick_fidelity(gen)
+        return f, err, gen.rate_hz, gen.run_guid
+
+    def check_data(self, ctx: CalContext, target: str) -> Check:
+        try:
+            f, err, rate, _ = self._measure(ctx, target, self.check_pairs, "check")
+        except CalibrationFailed as exc:
+            return Check(Outcome.BAD_DATA, str(exc))
+        detail = f"F = {f:.3f} +- {err:.3f} at {rate:.1f} heralds/s"
+        if f + 2 * err >= self.threshold:  # a short check: consistent with ready is enough
+            return Check(Outcome.IN_SPEC, detail)
+        return Check(Outcome.OUT_OF_SPEC if f >= self.threshold - 0.25 else Outcome.BAD_DATA,
+                     detail)
+
+    def calibrate(self, ctx: CalContext, target: str) -> list[Update]:
+        f, err, rate, _ = self._measure(ctx, target, self.pairs, "calibrate")
+        if f < self.threshold:
+            raise CalibrationFailed(f"link {target} not ready: F = {f:.3f} +- {err:.3f} below "
+                                    f"{self.threshold}")
+        return [Update("link_fidelity", f, err), Update("link_rate_hz", rate)]
+
+
+class _Guid:
+    """Lets a generation's run be listed among a calibration step's runs."""
+
+    def __init__(self, guid: str) -> None:
+        self.guid = guid

@@ -1,0 +1,67 @@
+"""Figures saved with runs: density matrices, fidelity against alpha, rate against distance
+with the PLOB bound, herald histograms."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+LABELS = ("00", "01", "10", "11")
+
+
+def save(figure: Any, hdf5_path: Path | None, suffix: str) -> Path | None:
+    """Save beside a run's HDF5 file as ``<run>_<suffix>.png``; returns the path."""
+    try:
+        if hdf5_path is None:
+            return None
+        path = Path(hdf5_path).with_name(f"{Path(hdf5_path).stem}_{suffix}.png")
+        figure.savefig(path, dpi=90)
+        return path
+    finally:
+        plt.close(figure)
+
+
+def density_matrix(rho: np.ndarray, title: str) -> Any:
+    fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.8))
+    for ax, part, name in ((axes[0], rho.real, "Re"), (axes[1], rho.imag, "Im")):
+        im = ax.imshow(part, vmin=-0.5, vmax=0.5, cmap="RdBu_r")
+        for (i, j), v in np.ndenumerate(part):
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8)
+        ax.set(xticks=range(4), yticks=range(4), xticklabels=LABELS, yticklabels=LABELS,
+               title=f"{name} rho")
+    fig.colorbar(im, ax=axes, shrink=0.8)
+    fig.suptitle(title)
+    return fig
+
+
+def model_overlay(x: np.ndarray, measured: np.ndarray, errors: np.ndarray, model_x: np.ndarray,
+                  model_y: np.ndarray, xlabel: str, ylabel: str, title: str,
+                  extra: tuple[np.ndarray, str] | None = None, log: bool = False) -> Any:
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    ax.errorbar(x, measured, yerr=errors, fmt="o", label="measured")
+    ax.plot(model_x, model_y, "-", label="analytic model")
+    if extra is not None:
+        ax.plot(model_x, extra[0], "--", label=extra[1])
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    if log:
+        ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def herald_histogram(delays_ps: np.ndarray, counts: dict[str, np.ndarray], window: tuple[float, float]
+                     | None, title: str) -> Any:
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    for name, c in counts.items():
+        ax.plot(delays_ps / 1e3, c, ".", ms=3, label=name)
+    if window is not None:
+        ax.axvspan(window[0] / 1e3, window[1] / 1e3, alpha=0.15, label="herald window")
+    ax.set(xlabel="delay after sync (ns)", ylabel="counts", title=title)
+    ax.legend(fontsize=8)
+    return fig

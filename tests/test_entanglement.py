@@ -1,0 +1,267 @@
+"""Entanglement on the simulated testbed: generation, verification, scans, swapping, time tags,
+all against the analytic model of the simulation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy.stats import unitary_group
+
+from qnetlab import stations
+from qnetlab.runread import load_run
+from qnetlab.sequences.calibration import CalibrationStore, calibrate
+from qnetlab.sequences.entanglement import estimators as tomo
+from qnetlab.sequences.entanglement import (
+    extract_heralds,
+    frames,
+    generate,
+    quick_fidelity,
+    swap_chain,
+    tomography,
+    verify,
+)
+from qnetlab.sequences.entanglement.scans import scan_alpha, scan_fiber, scan_pump
+from qnetlab.sim_instruments.physics.heralding import (
+    analytic_fidelity,
+    bloch_data,
+    false_state,
+    probabilities,
+    true_state,
+)
+
+ENGINE = {"single_click": "SING", "two_photon": "TWOP"}
+
+
+@pytest.fixture
+def link(sim_lab, qnetlab_data_dir):
+    lab = sim_lab("link", seed=22)
+    bundle = stations.load("sim_link")
+    report = calibrate(bundle, data_dir=qnetlab_data_dir)
+    assert report.ok, report.table()
+    yield lab, bundle, CalibrationStore(qnetlab_data_dir).as_dict()
+    bundle.close()
+
+
+def model(lab, protocol: str = "single_click"):
+    """The simulation's own analytic model of the link right now (pumps emitting)."""
+    world = lab.world
+    for node in world.nodes.values():
+        node.pump.output_on, node.pump.shutter_open = True, True
+    engine = world.engines["alice"]
+    engine.protocol = ENGINE[protocol]
+    setup = world.links["ab"].herald_setup(engine, lab.clock.now())
+    for node in world.nodes.values():
+        node.pump.shutter_open = False
+    return setup
+
+
+def expected_chsh(setup) -> float:
+    """|S| of the heralded mixture in the Psi+ frame for the CHSH settings used."""
+    f = probabilities(setup).false_fraction
+    rho = (1 - f) * true_state(setup, +1) + f * false_state(setup)
+    _, _, t = bloch_data(rho)
+    angle = {"A0": 0, "A90": 90, "A-45": -45, "A45": 45}
+
+    def e(a, b):
+        va = np.array([math.sin(math.radians(angle[a])), 0, math.cos(math.radians(angle[a]))])
+        vb = np.array([math.sin(math.radians(angle[b])), 0, math.cos(math.radians(angle[b]))])
+        return va @ t @ vb
+
+    return abs(e("A0", "A-45") + e("A0", "A45") + e("A90", "A-45") - e("A90", "A45"))
+
+
+@pytest.mark.parametrize("protocol", ["single_click", "two_photon"])
+def test_generation_matches_the_model_for_both_protocols(link, protocol):
+    lab, bundle, cal = link
+    gen = generate(bundle, "ab", 3000, protocol=protocol, bases=("X", "Y", "Z"), calibration=cal)
+    setup = model(lab, protocol)
+    assert len(gen) == 3000 and gen.state == "DONE"
+    assert set(np.unique(gen.pattern)) == ({1, 2} if protocol == "single_click"
+                                           else {11, 12, 21, 22})
+    assert gen.attempts.min() >= 1 and set(np.unique(gen.outcome[0])) == {-1.0, 1.0}
+    p_hat = len(gen) / gen.attempts_total
+    p = probabilities(setup).total
+    assert abs(p_hat - p) < 4 * p_hat / math.sqrt(len(gen))
+    rate = p / setup.attempt_period_s
+    assert gen.rate_hz == pytest.approx(rate, rel=4 / math.sqrt(len(gen)))
+    f, err = quick_fidelity(gen)
+    assert abs(f - analytic_fidelity(setup)) < 4 * err, (f, err, analytic_fidelity(setup))
+    assert f > 0.5
+
+
+def test_tomography_and_chsh_agree_with_the_model(link):
+    lab, bundle, cal = link
+    result = verify(bundle, "ab", pairs=4000, calibration=cal, bootstrap=40)
+    setup = model(lab)
+    f_model = analytic_fidelity(setup)
+    assert abs(result.tomography.fidelity - f_model) < 4 * result.tomography.fidelity_err + 0.01
+    assert abs(abs(result.chsh.s) - expected_chsh(setup)) < 4 * result.chsh.s_err
+    assert np.all(np.linalg.eigvalsh(result.tomography.rho) > -1e-9)
+    assert result.figure is not None and result.figure.is_file()
+    summary = result.summary()
+    assert summary["pairs"] == 4000 and summary["rate_hz"] > 0
+
+
+@pytest.mark.parametrize("fault", ["phase", "alpha", "hot_pump"])
+def test_miscalibration_shows_the_expected_drop(link, fault):
+    lab, bundle, cal = link
+    good_f = analytic_fidelity(model(lab))
+    qa = bundle.node("alice")["qnu"]
+    if fault == "phase":
+        phase = qa.link_to("bob").phase()
+        qa.link_to("bob").phase((phase + math.pi / 2) % (2 * math.pi))
+    elif fault == "alpha":
+        for n in ("alice", "bob"):
+            bundle.node(n)["qnu"].qubit.alpha(0.3)  # the station caps alpha at 0.3
+    else:
+        for n in ("alice", "bob"):
+            bundle.node(n)["pump"].aom.mode("cw")
+            bundle.node(n)["pump"].power(8.0)
+    gen = generate(bundle, "ab", 3000, bases=("X", "Y", "Z"), calibration=cal)
+    f, err = quick_fidelity(gen)
+    expected = analytic_fidelity(model(lab))
+    assert expected < good_f - 0.05
+    assert abs(f - expected) < 4 * err, (fault, f, err, expected)
+
+
+def _counts(rho: np.ndarray, shots: int, rng) -> np.ndarray:
+    probs = np.real(np.einsum("soij,ji->so", tomo._PROJ, rho))
+    return np.array([rng.multinomial(shots, p / p.sum()) for p in probs])
+
+
+@pytest.mark.parametrize("state", ["bell", "werner", "product", "random_mixed"])
+def test_tomography_recovers_known_states(state):
+    rng = np.random.default_rng(5)
+    psi = tomo.PSI_PLUS
+    bell = np.outer(psi, psi.conj())
+    if state == "bell":
+        rho = bell
+    elif state == "werner":
+        rho = 0.6 * bell + 0.4 * np.eye(4) / 4
+    elif state == "product":
+        v = np.kron([1, 0], np.array([1, 1]) / np.sqrt(2))
+        rho = np.outer(v, v.conj())
+    else:
+        u = unitary_group.rvs(4, random_state=3)
+        rho = u @ np.diag([0.5, 0.3, 0.15, 0.05]) @ u.conj().T
+    estimate = tomography(_counts(rho, 4000, rng), bootstrap=20)
+    trace_distance = 0.5 * np.abs(np.linalg.eigvalsh(estimate.rho - rho)).sum()
+    assert trace_distance < 0.05
+    assert abs(estimate.fidelity - tomo.fidelity(rho)) < 4 * estimate.fidelity_err + 0.01
+
+
+def test_bell_state_identification_from_detector_patterns():
+    assert frames.bell_sign(np.array([1, 2, 11, 22, 12, 21])).tolist() == [1, -1, 1, 1, -1, -1]
+    # a Psi- herald measured in X or Y flips the second node; Z does not
+    out = frames.correct(np.array(["X", "Y", "Z"]), np.ones(3), np.array(["Z", "Z", "Z"]))
+    assert out.tolist() == [-1, -1, 1]
+    assert len(frames.SWAP_CORRECTION) == 16
+
+
+def test_heralded_outcomes_show_the_bell_correlations(link):
+    _lab, bundle, cal = link
+    gen = generate(bundle, "ab", 2000, bases=("Z", "X"), calibration=cal)
+    same = gen.basis_index[0] == gen.basis_index[1]
+    z = same & (gen.basis_index[0] == 0)
+    x = same & (gen.basis_index[0] == 1)
+    zz = (gen.outcome[0] * gen.outcome[1])[z].mean()
+    xx = (gen.outcome[0] * gen.outcome[1] * gen.sign)[x].mean()
+    assert zz < -0.5 and xx > 0.3
+
+
+def test_generation_stops_cleanly_and_keeps_what_it_took(link):
+    _lab, bundle, cal = link
+    polls = {"n": 0}
+
+    def stop():
+        polls["n"] += 1
+        return polls["n"] >= 3
+
+    gen = generate(bundle, "ab", 100000, bases=("Z",), stop=stop, poll_s=1.0, calibration=cal)
+    assert gen.stopped and gen.state == "STOPPED" and 0 < len(gen) < 100000
+    run = load_run(gen.run_guid)
+    assert run.status == "completed" and run.dataset.metadata["qnetlab_stopped"]
+    assert run.streams["heralds"]["seq"].size == len(gen)
+    np.testing.assert_array_equal(run.streams["heralds"]["pattern"], gen.pattern)
+
+
+@pytest.mark.parametrize("protocol", ["single_click", "two_photon"])
+def test_time_tag_heralds_agree_with_the_engine(link, protocol):
+    _lab, bundle, _cal = link
+    herald = bundle.herald("ab")
+    qa = bundle.node("alice")["qnu"]
+    from qnetlab.sequences.entanglement import link_pumps, set_protocol
+
+    set_protocol(bundle, "ab", protocol)
+    duration = 4.0 if protocol == "single_click" else 60.0  # Barrett-Kok: p = eta^2 / 2
+    with link_pumps(bundle, "ab"):
+        request = qa.link_to("bob").create(2000, max_time_s=3600, bases_here=("Z",))
+        t0 = bundle.clock.now()
+        herald.tagger.record(duration)
+        times, channels = herald.tagger.read_tags()
+        qa.link_to("bob").wait(request, 7200, poll_s=10)
+    found = extract_heralds(times, channels,
+                            {1: herald.tagger.det1.delay(), 2: herald.tagger.det2.delay()},
+                            herald.engine.herald_window(),
+                            rounds=2 if protocol == "two_photon" else 1)
+    results = qa.link_to("bob").results(request)
+    wait = 2 * 2.0 * 5e-6  # the herald travels back over 2 km
+    engine_sync = results.herald_time_s - wait
+    inside = (engine_sync >= t0) & (engine_sync < t0 + duration)
+    assert found.sync_time_ps.size == inside.sum() > 100
+    np.testing.assert_allclose(found.sync_time_ps, engine_sync[inside] * 1e12, atol=2.0)
+    np.testing.assert_array_equal(found.pattern, results.pattern[inside])
+
+
+def test_scans_follow_the_model_and_stay_under_the_plob_bound(link):
+    _lab, bundle, cal = link
+    alpha = scan_alpha(bundle, "ab", [0.05, 0.15, 0.3], 1500, cal)
+    tol = 4 * alpha.fidelity_err + 0.04
+    model_at = np.interp(alpha.x, alpha.model_x, alpha.model_fidelity)
+    assert np.all(np.abs(alpha.fidelity - model_at) < tol), (alpha.fidelity, model_at)
+    assert alpha.fidelity[0] > alpha.fidelity[-1] and alpha.rate_hz[0] < alpha.rate_hz[-1]
+    fiber = scan_fiber(bundle, "ab", [1.0, 10.0, 25.0], 600, cal)
+    from qnetlab.sequences.entanglement.model import plob_rate
+
+    assert np.all(np.diff(fiber.rate_hz) < 0)
+    model_rate = np.interp(fiber.x, fiber.model_x, fiber.model_rate_hz)
+    assert np.all(np.abs(fiber.rate_hz / model_rate - 1) < 0.25), (fiber.rate_hz, model_rate)
+    for km, rate in zip(fiber.x, fiber.rate_hz, strict=True):
+        period = max(1 / 50e3, 2 * km * 5e-6 + 200e-9)
+        assert rate < plob_rate(np.array([km]), 1 / period)[0]
+    pump = scan_pump(bundle, "ab", [-4.0, 2.0, 8.0], 800, cal)
+    assert np.all(np.abs(pump.fidelity - pump.model_fidelity) < 4 * pump.fidelity_err + 0.05)
+    for scan in (alpha, fiber, pump):
+        assert scan.figures and all(p.is_file() for p in scan.figures)
+    assert bundle.node("alice")["qnu"].link_to("bob").fiber_length() == 2.0  # restored
+
+
+def test_swapping_on_the_chain_yields_the_expected_end_to_end_fidelity(sim_lab,
+                                                                       qnetlab_data_dir):
+    lab = sim_lab("chain", seed=33)
+    bundle = stations.load("sim_chain")
+    try:
+        report = calibrate(bundle, data_dir=qnetlab_data_dir)
+        assert report.ok, report.table()
+        results = {}
+        for cutoff in (0.5e-3, 50e-3):
+            res = swap_chain(bundle, 3000, cutoff, max_time_s=120, bootstrap=30)
+            record = lab.world.link_layer.swaps[res.swap_id]
+            paulis = frames.swap_paulis(record.bsm, *record.patterns)
+            ops = {"I": np.eye(2), **{k: tomo.PAULI[k] for k in "XYZ"}}
+            fids = []
+            for state, p in zip(record.states, paulis, strict=True):
+                u = np.kron(np.eye(2), ops[p])
+                fids.append(np.real(tomo.PSI_PLUS.conj() @ u @ state @ u.conj().T @ tomo.PSI_PLUS))
+            expected = float(np.mean(fids))
+            assert res.swaps > 50
+            assert abs(res.tomography.fidelity - expected) < 4 * res.tomography.fidelity_err + 0.02
+            results[cutoff] = (res, expected)
+        short, long_ = results[0.5e-3], results[50e-3]
+        assert short[0].swaps < long_[0].swaps  # a tight cutoff discards more
+        assert short[1] > long_[1] and short[0].mean_storage_s < long_[0].mean_storage_s
+        assert short[0].tomography.fidelity > 0.3  # two ~0.7 links and memory decay
+    finally:
+        bundle.close()
