@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One entry point for a fresh machine: finds a Python >= 3.12, builds .venv with qnetlab and its
 # test extras (only when pyproject.toml changed), then runs the requested job.
-#   ./dev.sh run [args]   the main job on the built-in simulated lab
+#   ./dev.sh run [args]   the main job on the built-in simulated lab (qnetlab demo)
 #   ./dev.sh test [args]  lint (ruff) and the test suite (pytest)
 #   ./dev.sh bench        python benchmarks/run.py
 #   ./dev.sh python ...   any command inside the environment
@@ -54,7 +54,8 @@ ensure_env
 export PATH="$PWD/$VENV/bin:$PATH"
 export MPLBACKEND="${MPLBACKEND:-Agg}"
 case "$cmd" in
-  run)    exec python -m qnetlab.selfcheck "$@" ;;
+  run)    exec qnetlab demo "$@" ;;
+  selfcheck) exec python -m qnetlab.selfcheck "$@" ;;
   test)   ruff check . && exec python -m pytest "$@" ;;
   bench)  exec python benchmarks/run.py "$@" ;;
   python) exec python "$@" ;;

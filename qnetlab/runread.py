@@ -98,3 +98,27 @@ def load_run(ref: int | str | os.PathLike[str], data_dir: str | os.PathLike[str]
         calibration=h5.get("calibration", {}) if h5 else {},
         metadata=h5.get("metadata", {}) if h5 else {}, attrs=h5["attrs"] if h5 else {},
     )
+
+
+def list_runs(data_dir: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
+    """Every run of the data directory's QCoDeS database, newest first."""
+    from qcodes.dataset import experiments
+
+    path = database_path(data_dir)
+    if not path.exists():
+        return []
+    conn = connect(path)
+    rows = []
+    for exp in experiments(conn=conn):
+        for ds in exp.data_sets():
+            meta = ds.metadata
+            rows.append({
+                "run_id": ds.captured_run_id, "guid": ds.guid,
+                "name": str(meta.get("qnetlab_run_name", ds.name)),
+                "status": str(meta.get("qnetlab_status", "completed" if ds.completed
+                                       else "running")),
+                "started": (ds.run_timestamp() or "")[:19], "sample": exp.sample_name,
+                "hdf5": meta.get("qnetlab_hdf5", ""),
+            })
+    conn.close()
+    return sorted(rows, key=lambda r: r["run_id"], reverse=True)

@@ -1,0 +1,141 @@
+"""Self-contained HTML reports (figures embedded as data URIs): one per run, the calibration
+dashboard, and the demo's summary."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import json
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from .datadir import data_dir as resolve_data_dir
+from .runread import RunData, load_run
+
+CSS = """
+body{font-family:system-ui,sans-serif;margin:2em;max-width:70em;color:#222}
+h1{font-size:1.5em}h2{font-size:1.2em;border-bottom:1px solid #ccc;margin-top:1.6em}
+table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .6em;
+text-align:left;font-size:.9em}th{background:#f3f3f3}.bad{color:#b00}.ok{color:#070}
+img{max-width:100%;border:1px solid #eee;margin:.5em 0}code{background:#f6f6f6;padding:0 .2em}
+"""
+
+
+def _esc(value: Any) -> str:
+    return html.escape(str(value))
+
+
+def table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
+    head = "".join(f"<th>{_esc(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{_esc(c)}</td>" for c in row) + "</tr>"
+                   for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def image(path: Path, alt: str) -> str:
+    data = base64.b64encode(Path(path).read_bytes()).decode()
+    return f'<figure><img alt="{_esc(alt)}" src="data:image/png;base64,{data}">' \
+           f"<figcaption>{_esc(alt)}</figcaption></figure>"
+
+
+def page(title: str, sections: Iterable[tuple[str, str]]) -> str:
+    stamp = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    body = "".join(f"<h2>{_esc(h)}</h2>{content}" for h, content in sections)
+    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+            f"<title>{_esc(title)}</title><style>{CSS}</style></head><body>"
+            f"<h1>{_esc(title)}</h1><p>written {stamp} by qnetlab</p>{body}</body></html>")
+
+
+def run_figures(run: RunData) -> list[Path]:
+    if run.hdf5_path is None:
+        return []
+    folder, stem = run.hdf5_path.parent, run.hdf5_path.stem
+    return sorted(p for p in folder.glob(f"{stem}*.png"))
+
+
+def events_of(run: RunData) -> list[dict[str, Any]]:
+    raw = run.dataset.metadata.get("qnetlab_events") or run.attrs.get("events")
+    return json.loads(raw) if raw else []
+
+
+def run_sections(run: RunData) -> list[tuple[str, str]]:
+    info = [("name", run.name), ("GUID", run.guid), ("QCoDeS run id", run.run_id),
+            ("status", run.status), ("HDF5", run.hdf5_path),
+            ("started (UTC)", run.attrs.get("created_utc", "")),
+            ("ended (UTC)", run.attrs.get("ended_utc", "")),
+            ("lab time", f"{run.attrs.get('lab_time_start', '')} -> "
+                         f"{run.attrs.get('lab_time_end', '')} s")]
+    sections = [("Run", table(info, ("", "")))]
+    if run.metadata:
+        sections.append(("Metadata", table(sorted(run.metadata.items()), ("key", "value"))))
+    data = run.arrays()
+    if data:
+        rows = [(dep, ", ".join(data[dep]), next(iter(data[dep].values())).size)
+                for dep in data]
+        sections.append(("Swept data (QCoDeS)", table(rows, ("measured", "columns", "points"))))
+    if run.streams:
+        rows = [(name, ", ".join(cols), next(iter(cols.values())).size if cols else 0)
+                for name, cols in run.streams.items()]
+        sections.append(("Raw streams (HDF5)", table(rows, ("stream", "columns", "rows"))))
+    events = events_of(run)
+    sections.append(("Interruptions and recoveries", table(
+        [(e.get("lab_time"), e.get("kind"), e.get("detail")) for e in events],
+        ("lab time (s)", "event", "detail")) if events else "<p>none</p>"))
+    if run.calibration:
+        rows = [(t, q, v) for t, qs in sorted(run.calibration.items()) for q, v in sorted(qs.items())]
+        sections.append(("Calibration state at run start", table(rows, ("target", "quantity",
+                                                                          "value"))))
+    figures = run_figures(run)
+    if figures:
+        sections.append(("Figures", "".join(image(p, p.stem) for p in figures)))
+    return sections
+
+
+def write(path: Path, content: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(content, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def run_report(ref: int | str | os.PathLike[str], data_dir: str | os.PathLike[str] | None = None,
+               out: Path | None = None) -> Path:
+    """One self-contained HTML page for a run (by id, GUID or HDF5 path)."""
+    run = load_run(ref, data_dir)
+    folder = resolve_data_dir(data_dir) / "reports"
+    out = out or folder / f"run_{run.run_id:05d}_{run.name}.html"
+    return write(out, page(f"qnetlab run {run.run_id}: {run.name}", run_sections(run)))
+
+
+def dashboard(store: Any, calibrations: Sequence[Any], targets: dict[str, list[str]],
+              now: float, out: Path) -> Path:
+    """Current state of every calibration target, with its staleness."""
+    states = store.node_states()
+    rows = []
+    for cal in calibrations:
+        for target in targets.get(cal.scope, []):
+            st = states.get((cal.name, target))
+            if st is None or st.last_success is None:
+                age, fresh = "never", "stale"
+            else:
+                age_s = now - st.last_success
+                age = f"{age_s / 3600:.2f} h"
+                fresh = "fresh" if age_s <= cal.timeout_s and st.last_outcome not in (
+                    "failed", "held") else "stale"
+            rows.append((f"{cal.name}:{target}", st.last_outcome if st else "-", age,
+                         f"{cal.timeout_s / 3600:g} h", fresh, st.detail if st else ""))
+    records = [(f"{q}:{t}", f"{r.value:.6g} {r.unit}", f"{r.uncertainty:.2g}" if r.uncertainty
+                else "", r.status, f"{r.lab_time:.0f}", r.source_run or "")
+               for (q, t), r in sorted(store.state().items())]
+    held = [(r.id, f"{r.quantity}:{r.target}", r.value, r.note) for r in store.held()]
+    sections = [("Calibration nodes", table(rows, ("node", "last outcome", "age", "timeout",
+                                                   "state", "detail"))),
+                ("Current values", table(records, ("quantity:target", "value", "+-", "status",
+                                                   "lab time (s)", "source run"))),
+                ("Held for approval", table(held, ("record", "quantity:target", "value",
+                                                   "reason")) if held else "<p>none</p>")]
+    return write(out, page("qnetlab calibration dashboard", sections))
