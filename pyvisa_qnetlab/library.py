@@ -132,8 +132,8 @@ class QnetlabVisaLibrary(SimVisaLibrary):
     def open(self, session, resource_name, access_mode=constants.AccessModes.no_lock,
              open_timeout=constants.VI_TMO_IMMEDIATE):
         sid, status = super().open(session, resource_name, access_mode, open_timeout)
-        if status != StatusCode.success:
-            return sid, status
+        if status != StatusCode.success:  # pyvisa does not check this for Python backends
+            raise errors.VisaIOError(status)
         sess = self.sessions[sid]
         dev: PhysDevice = sess.device
         dev.attach(sess)
@@ -146,7 +146,7 @@ class QnetlabVisaLibrary(SimVisaLibrary):
         try:
             sess = self.sessions[session]
         except KeyError:
-            return b"", StatusCode.error_invalid_object
+            raise errors.VisaIOError(StatusCode.error_invalid_object) from None
         chunk, status = sess.device.read_for(sess, count)
         if status < 0:
             raise errors.VisaIOError(status)
@@ -156,7 +156,7 @@ class QnetlabVisaLibrary(SimVisaLibrary):
         try:
             sess = self.sessions[session]
         except KeyError:
-            return 0, StatusCode.error_invalid_object
+            raise errors.VisaIOError(StatusCode.error_invalid_object) from None
         n, status = sess.device.write_for(sess, data)
         if status < 0:
             raise errors.VisaIOError(status)

@@ -328,10 +328,10 @@ def run_cli(argv: list[str] | None = None,
         return 130
     except click.UsageError as exc:
         where = f" ({exc.ctx.command_path})" if exc.ctx else ""
-        click.echo(f"qnetlab: error{where}: {_one_line(exc)}", err=True)
+        click.echo(f"qnetlab: error{where}: {' '.join(exc.format_message().split())}", err=True)
         return 2
     except click.ClickException as exc:
-        click.echo(f"qnetlab: error: {_one_line(exc)}", err=True)
+        click.echo(f"qnetlab: error: {' '.join(exc.format_message().split())}", err=True)
         return 1
     except (QnetlabError, FileNotFoundError, ValueError, KeyError, OSError,
             pyvisa.Error) as exc:
