@@ -31,7 +31,7 @@ def demo_data(tmp_path_factory):
 
 
 def test_demo_end_to_end(demo_data):
-    data, result = demo_data
+    _data, result = demo_data
     out = result.stdout
     assert "13 nodes" in out and "(ok)" in out
     for line in ("fidelity to the heralded Bell state", "CHSH |S|", "herald rate",
