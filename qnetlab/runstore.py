@@ -121,6 +121,7 @@ class Run:
         self.run_id: int | None = None
         self.hdf5_path: Path | None = None
         self.status = "new"
+        self.events: list[dict[str, Any]] = []
 
     # --- declaration (before the run starts) -----------------------------------------------
     def register(self, parameter: ParameterBase | str, *, setpoints: Iterable[Any] = (),
@@ -171,7 +172,14 @@ class Run:
         ds.add_metadata("qnetlab_run_name", self.name)
         self._open_hdf5()
         self.status = "running"
+        self.store.active.append(self)
         return self
+
+    def log_event(self, kind: str, detail: str = "", lab_time: float | None = None) -> None:
+        """Record an interruption, a recovery or any other event of the run."""
+        if lab_time is None and self.clock is not None:
+            lab_time = self.clock.now()
+        self.events.append({"lab_time": lab_time, "kind": kind, "detail": detail})
 
     def _open_hdf5(self) -> None:
         f = h5py.File(self.hdf5_path, "w", libver="latest")
@@ -201,11 +209,15 @@ class Run:
         elif issubclass(exc_type, KeyboardInterrupt | GeneratorExit):
             self.status = "interrupted"
         else:
-            self.status = "failed"
+            self.status = getattr(exc, "run_status", "failed")
+        if self in self.store.active:
+            self.store.active.remove(self)
         try:
             self.flush()
         finally:
             self._saver.dataset.add_metadata("qnetlab_status", self.status)
+            if self.events:
+                self._saver.dataset.add_metadata("qnetlab_events", _json(self.events))
             self._runner.__exit__(exc_type, exc, tb)
             self._h5.close()
             with h5py.File(self.hdf5_path, "r+") as f:  # SWMR forbids attribute updates
@@ -215,6 +227,7 @@ class Run:
                     f.attrs["lab_time_end"] = self.clock.now()
                 if exc is not None:
                     f.attrs["error"] = f"{exc_type.__name__}: {exc}"
+                f.attrs["events"] = _json(self.events)
 
     # --- data -----------------------------------------------------------------------------------
     def add_point(self, *pairs: tuple[Any, Any], **values: Any) -> None:
@@ -245,6 +258,8 @@ class Run:
 
     def flush(self) -> None:
         """Hand buffered points to QCoDeS and commit them to the database."""
+        if self.status == "new":
+            return
         if self._buffered:
             self._saver.add_result(*((self._registered[k], np.asarray(v))
                                      for k, v in self._buffer.items()))
@@ -270,6 +285,13 @@ class RunStore:
         self.flush_period_s = flush_period_s
         self.flush_points = flush_points
         self.chunk_rows = chunk_rows
+        self.active: list[Run] = []
+
+    def log_event(self, event: dict[str, Any]) -> None:
+        """Record an event (``lab_time``, ``kind``, ``detail``) in every run open now."""
+        for run in self.active:
+            run.log_event(event.get("kind", "event"), event.get("detail", ""),
+                          event.get("lab_time"))
 
     def run(self, name: str, **kwargs: Any) -> Run:
         """A new run (not started): register quantities and streams, then ``with run:``."""

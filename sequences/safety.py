@@ -1,0 +1,280 @@
+"""Safety interlocks while sequences run: a watchdog on the lab clock (after Bluesky's suspenders).
+
+The watchdog polls conditions on QCoDeS parameters every ``poll_s`` of lab time. A trip runs the
+safe action at once (pump output off, shutter closed), within that poll; the sequence is then
+suspended, not lost: its next wait does not return until the conditions have stayed clear for
+``settle_s``, when the resume action restores what the safe action took away. A hard trip
+aborts: safe action, then :class:`SequenceAborted` out of the sequence's wait, data kept.
+
+States form an explicit machine::
+
+    running -> suspending -> suspended -> resuming -> running
+    resuming -> suspending            (tripped again while resuming)
+    any -> aborted                    (hard trip; final)
+
+Every transition is an event (lab time, kind, detail) written into the runs open at the time.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from qnetlab.clock import Clock
+from qnetlab.errors import QnetlabError
+from qnetlab.stations import StationBundle
+
+
+class State(enum.StrEnum):
+    RUNNING = "running"
+    SUSPENDING = "suspending"
+    SUSPENDED = "suspended"
+    RESUMING = "resuming"
+    ABORTED = "aborted"
+
+
+TRANSITIONS: dict[State, set[State]] = {
+    State.RUNNING: {State.SUSPENDING, State.ABORTED},
+    State.SUSPENDING: {State.SUSPENDED, State.ABORTED},
+    State.SUSPENDED: {State.RESUMING, State.ABORTED},
+    State.RESUMING: {State.RUNNING, State.SUSPENDING, State.ABORTED},
+    State.ABORTED: set(),
+}
+
+
+class SequenceAborted(QnetlabError):
+    """A hard interlock trip ended the sequence (its data is kept)."""
+
+    run_status = "aborted"
+
+
+class IllegalTransition(QnetlabError):
+    pass
+
+
+@dataclass
+class Condition:
+    """A named check: ``check()`` returns (ok, detail). A hard condition aborts."""
+
+    name: str
+    check: Callable[[], tuple[bool, str]]
+    hard: bool = False
+
+
+def mxc_ceiling(fridge: Any, ceiling_k: float, hard: bool = False) -> Condition:
+    def check() -> tuple[bool, str]:
+        t = fridge.mxc.temperature()
+        return t <= ceiling_k, f"MXC {t * 1e3:.2f} mK (ceiling {ceiling_k * 1e3:.1f} mK)"
+    return Condition(f"{fridge.name}: MXC ceiling", check, hard)
+
+
+def mxc_rate(fridge: Any, clock: Clock, max_k_per_s: float) -> Condition:
+    last: dict[str, float] = {}
+
+    def check() -> tuple[bool, str]:
+        t, now = fridge.mxc.temperature(), clock.now()
+        rate = (t - last["t"]) / (now - last["now"]) if last and now > last["now"] else 0.0
+        last.update(t=t, now=now)
+        return rate <= max_k_per_s, f"MXC rising {rate * 1e3:.3f} mK/s"
+    return Condition(f"{fridge.name}: MXC rate of rise", check)
+
+
+def pump_power(pump: Any, max_dbm: float) -> Condition:
+    def check() -> tuple[bool, str]:
+        p = pump.power_actual()
+        return p <= max_dbm, f"pump emitting {p:.2f} dBm (limit {max_dbm:.1f})"
+    return Condition(f"{pump.name}: power", check)
+
+
+def fridge_interlock(fridge: Any) -> Condition:
+    def check() -> tuple[bool, str]:
+        state = fridge.interlock_state()
+        return state == "OK", f"fridge interlock {state}"
+    return Condition(f"{fridge.name}: interlock", check, hard=True)
+
+
+def remote_health(bundle: StationBundle, node: str, ceiling_k: float) -> Condition:
+    fridge = bundle.node(node)["fridge"]
+
+    def check() -> tuple[bool, str]:
+        state, t = fridge.interlock_state(), fridge.mxc.temperature()
+        return state == "OK" and t <= ceiling_k, f"{node}: interlock {state}, MXC " \
+                                                   f"{t * 1e3:.2f} mK"
+    return Condition(f"remote node {node}", check)
+
+
+class Watchdog:
+    """Polls conditions on the clock, runs the safe action on a trip, suspends and resumes."""
+
+    def __init__(self, clock: Clock, conditions: Sequence[Condition],
+                 safe_action: Callable[[], None], resume_action: Callable[[], None],
+                 poll_s: float = 1.0, settle_s: float = 60.0,
+                 on_event: Callable[[dict[str, Any]], None] | None = None) -> None:
+        if poll_s <= 0 or settle_s < 0:
+            raise ValueError(f"poll_s={poll_s} must be > 0 and settle_s={settle_s} >= 0")
+        self.clock = clock
+        self.conditions = list(conditions)
+        self.safe_action = safe_action
+        self.resume_action = resume_action
+        self.poll_s = poll_s
+        self.settle_s = settle_s
+        self.on_event = on_event
+        self.state = State.RUNNING
+        self.events: list[dict[str, Any]] = []
+        self._clear_since: float | None = None
+        self.last_trip: dict[str, Any] | None = None
+        self.last_clear_poll: float | None = None
+
+    def _event(self, kind: str, detail: str) -> None:
+        event = {"lab_time": self.clock.now(), "kind": kind, "detail": detail}
+        self.events.append(event)
+        if self.on_event is not None:
+            self.on_event(event)
+
+    def transition(self, new: State, detail: str = "") -> None:
+        if new not in TRANSITIONS[self.state]:
+            raise IllegalTransition(f"watchdog: {self.state} -> {new} is not allowed")
+        self.state = new
+        self._event(new.value, detail)
+
+    def _trips(self) -> list[tuple[Condition, str]]:
+        trips = []
+        for cond in self.conditions:
+            ok, detail = cond.check()
+            if not ok:
+                trips.append((cond, f"{cond.name}: {detail}"))
+        return trips
+
+    def poll(self) -> State:
+        """Check once; act on the result. Raises SequenceAborted on a hard trip."""
+        if self.state is State.ABORTED:
+            raise SequenceAborted("the watchdog aborted this sequence earlier")
+        trips = self._trips()
+        if not trips:
+            self.last_clear_poll = self.clock.now()
+        hard = [d for c, d in trips if c.hard]
+        if hard:
+            self._safe("; ".join(d for _, d in trips))
+            self.transition(State.ABORTED, "; ".join(hard))
+            raise SequenceAborted(f"hard interlock trip: {'; '.join(hard)}")
+        if self.state in (State.RUNNING, State.RESUMING) and trips:
+            detail = "; ".join(d for _, d in trips)
+            self.transition(State.SUSPENDING, detail)
+            self._safe(detail)
+            self.transition(State.SUSPENDED, "safe action done")
+            self._clear_since = None
+        elif self.state is State.SUSPENDED:
+            now = self.clock.now()
+            if trips:
+                self._clear_since = None
+            elif self._clear_since is None:
+                self._clear_since = now
+            elif now - self._clear_since >= self.settle_s:
+                self.transition(State.RESUMING, f"clear for {now - self._clear_since:.0f} s")
+                self.resume_action()
+                again = self._trips()
+                if again:
+                    detail = "; ".join(d for _, d in again)
+                    self.transition(State.SUSPENDING, f"tripped while resuming: {detail}")
+                    self._safe(detail)
+                    self.transition(State.SUSPENDED, "safe action done")
+                else:
+                    self.transition(State.RUNNING, "resumed")
+        return self.state
+
+    def _safe(self, reason: str) -> None:
+        self.safe_action()
+        now = self.clock.now()
+        polls = ((now - self.last_clear_poll) / self.poll_s if self.last_clear_poll is not None
+                 else 0.0)
+        self.last_trip = {"lab_time": now, "reason": reason, "reaction_polls": polls}
+        self._event("safe_action", f"{reason} (within {polls:.2f} polls of the last clear one)")
+
+    def sleep(self, seconds: float) -> None:
+        """Let lab time pass in poll-sized steps; stay here while suspended."""
+        end = self.clock.now() + seconds
+        while True:
+            now = self.clock.now()
+            if now >= end and self.state is State.RUNNING:
+                return
+            step = self.poll_s if self.state is State.SUSPENDED else min(self.poll_s, end - now)
+            if step > 0:
+                self.clock.sleep(step)
+            self.poll()
+
+    def checkpoint(self) -> None:
+        """A safe point of a sequence: check now, and hold while suspended."""
+        self.poll()
+        while self.state is not State.RUNNING:
+            self.clock.sleep(self.poll_s)
+            self.poll()
+
+
+class GuardedClock:
+    """The clock a guarded sequence sees: its waits run through the watchdog."""
+
+    def __init__(self, watchdog: Watchdog) -> None:
+        self.watchdog = watchdog
+        self.inner = watchdog.clock
+        self.is_virtual = getattr(self.inner, "is_virtual", False)
+
+    def now(self) -> float:
+        return self.inner.now()
+
+    def sleep(self, seconds: float) -> None:
+        self.watchdog.sleep(seconds)
+
+
+def pump_safe_actions(pumps: Sequence[Any]) -> tuple[Callable[[], None], Callable[[], None]]:
+    """Safe action (shutters closed, output off) and the resume that restores what it found."""
+    saved: list[tuple[Any, bool, str]] = []
+
+    def safe() -> None:
+        saved.clear()
+        for pump in pumps:
+            saved.append((pump, pump.output(), pump.shutter()))
+            pump.shutter("closed")
+            pump.output("off")
+
+    def resume() -> None:
+        for pump, output, shutter in saved:
+            pump.output(output)
+            pump.shutter(shutter)
+
+    return safe, resume
+
+
+def default_watchdog(bundle: StationBundle, *, ceiling_k: float = 0.02,
+                     hard_ceiling_k: float = 0.045, max_rate_k_per_s: float = 5e-4,
+                     max_pump_dbm: float = 8.0, poll_s: float = 1.0, settle_s: float = 120.0,
+                     on_event: Callable[[dict[str, Any]], None] | None = None) -> Watchdog:
+    """Conditions on every node of the station; the safe action acts on every pump."""
+    conditions = []
+    pumps = []
+    for node in bundle.topology.nodes:
+        inst = bundle.node(node)
+        pumps.append(inst["pump"])
+        conditions += [mxc_ceiling(inst["fridge"], ceiling_k),
+                       mxc_ceiling(inst["fridge"], hard_ceiling_k, hard=True),
+                       mxc_rate(inst["fridge"], bundle.clock, max_rate_k_per_s),
+                       pump_power(inst["pump"], max_pump_dbm), fridge_interlock(inst["fridge"])]
+    safe, resume = pump_safe_actions(pumps)
+    return Watchdog(bundle.clock, conditions, safe, resume, poll_s, settle_s, on_event)
+
+
+@contextmanager
+def guarded(bundle: StationBundle, watchdog: Watchdog) -> Iterator[StationBundle]:
+    """The station with every driver (and the bundle) waiting through the watchdog."""
+    clock = GuardedClock(watchdog)
+    instruments = [c for c in bundle.station.components.values() if hasattr(c, "clock")]
+    before = [(inst, inst.clock) for inst in instruments]
+    for inst in instruments:
+        inst.clock = clock
+    try:
+        yield bundle._replace(clock=clock)
+    finally:
+        for inst, old in before:
+            inst.clock = old
