@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import pyvisa
@@ -27,6 +28,7 @@ from qnetlab.errors import (
     InstrumentConnectionError,
     InstrumentError,
     InstrumentTimeout,
+    RecoveryFailed,
     SafetyLimitError,
 )
 
@@ -39,6 +41,22 @@ _MAX_CNT = constants.StatusCode.success_max_count_read
 _TIMEOUT = constants.StatusCode.error_timeout
 _LOST = {constants.StatusCode.error_connection_lost, constants.StatusCode.error_invalid_object,
          constants.StatusCode.error_resource_not_found}
+
+
+@dataclass(frozen=True)
+class RecoveryPolicy:
+    """Bounded retries with backoff on the lab clock (timeouts, disconnects, garbled replies)."""
+
+    attempts: int = 3
+    backoff_s: tuple[float, ...] = (1.0, 5.0, 30.0)
+
+    def wait(self, attempt: int) -> float:
+        return self.backoff_s[min(attempt, len(self.backoff_s) - 1)]
+
+
+#: Called with every recovery event ``{"instrument", "kind", "detail", "lab_time"}``; the
+#: sequences' runners add a listener that writes the events into the runs.
+RECOVERY_LISTENERS: list[Callable[[dict[str, Any]], None]] = []
 
 
 class ErrorReporting(Protocol):
@@ -127,7 +145,13 @@ class _GuardedParsers:
                 messages = root.error_reporting.drain(root)
                 if messages:
                     raise InstrumentError(root.name, cmd, messages) from exc
-                raise
+                if root.recovery is None:
+                    raise
+                again = root._query(cmd)  # a garbled reply: ask once more
+                value = parser(again)
+                root._recovered("garbled_reply", f"unreadable reply {raw[:40]!r} to {cmd!r}; "
+                                f"asked again")
+                return value
 
         return guarded
 
@@ -156,10 +180,17 @@ class QnetlabVisaInstrument(_GuardedParsers, VisaInstrument):
     error_reporting: ClassVar[ErrorReporting] = ScpiErrorQueue()
     default_timeout = 2.0
 
+    #: Write heads that are actions, not settings: never replayed after a reset.
+    ACTIONS: ClassVar[tuple[str, ...]] = ()
+
     def __init__(self, name: str, address: str, *, check_queries: bool = False,
                  clock: Clock | None = None, print_connect_message: bool = True,
+                 recovery: RecoveryPolicy | None = RecoveryPolicy(),
                  **kwargs: Unpack[VisaInstrumentKWArgs]) -> None:
         self.power_on_seen = False
+        self.recovery = None  # not during the connection itself
+        self._visalib_spec = kwargs.get("visalib")
+        self._settings: dict[str, str] = {}
         super().__init__(name, address, **kwargs)
         self.check_queries = check_queries
         self._clock = clock
@@ -167,6 +198,7 @@ class QnetlabVisaInstrument(_GuardedParsers, VisaInstrument):
         self._setup_lean_io()
         self.error_reporting.drain(self)  # start from an empty error queue
         self._print_connect = print_connect_message
+        self.recovery = recovery
 
     def _finish_init(self) -> None:
         """Call last in a subclass ``__init__``."""
@@ -216,6 +248,8 @@ class QnetlabVisaInstrument(_GuardedParsers, VisaInstrument):
             handle.visalib.write(handle.session, cmd.encode(handle.encoding) + self._wterm)
         except pyvisa.VisaIOError as exc:
             raise self._map_visa_error(exc, cmd) from exc
+        except pyvisa.errors.InvalidSession as exc:
+            raise InstrumentConnectionError(self.name, cmd, str(exc)) from exc
 
     def _receive(self, cmd: str) -> bytes:
         handle = self.visa_handle
@@ -230,10 +264,15 @@ class QnetlabVisaInstrument(_GuardedParsers, VisaInstrument):
                 chunk = b"".join(parts)
         except pyvisa.VisaIOError as exc:
             raise self._map_visa_error(exc, cmd) from exc
+        except pyvisa.errors.InvalidSession as exc:
+            raise InstrumentConnectionError(self.name, cmd, str(exc)) from exc
         return chunk
 
     def _query(self, cmd: str) -> str:
-        """Write ``cmd`` and read one reply, without error checks."""
+        """Write ``cmd`` and read one reply (with recovery), without error checks."""
+        return self._with_recovery(cmd, lambda: self._query_once(cmd))
+
+    def _query_once(self, cmd: str) -> str:
         try:
             self._send(cmd)
             reply = self._receive(cmd).decode(self.visa_handle.encoding)
@@ -266,11 +305,97 @@ class QnetlabVisaInstrument(_GuardedParsers, VisaInstrument):
 
     def write_raw(self, cmd: str) -> None:
         try:
-            self._send(cmd)
+            self._with_recovery(cmd, lambda: self._send(cmd))
         except KeyboardInterrupt:
             self._resync()
             raise
         self.raise_on_errors(cmd)
+        self._remember(cmd)
+
+    # --- recovery ------------------------------------------------------------------------------
+    def _remember(self, cmd: str) -> None:
+        """Keep the last value of every setting, to put back after the instrument resets."""
+        head, sep, args = cmd.partition(" ")
+        if not sep or "?" in head or cmd.startswith(self.ACTIONS):
+            return
+        key = f"{head} {args.split(',')[0]}" if "," in args else head
+        self._settings.pop(key, None)
+        self._settings[key] = cmd
+
+    def _recovered(self, kind: str, detail: str) -> None:
+        event = {"instrument": self.name, "kind": f"recovery: {kind}", "detail": detail,
+                 "lab_time": self.clock.now()}
+        self.visa_log.warning(f"{kind}: {detail}")
+        for listener in list(RECOVERY_LISTENERS):
+            listener(event)
+
+    def _with_recovery(self, cmd: str, action: Callable[[], Any]) -> Any:
+        policy = self.recovery
+        if policy is None:
+            return action()
+        failure: Exception | None = None
+        for attempt in range(policy.attempts + 1):
+            try:
+                result = action()
+            except (InstrumentTimeout, InstrumentConnectionError) as exc:
+                failure = exc
+            else:
+                if failure is not None:
+                    self._recovered(type(failure).__name__, f"{cmd!r} succeeded on attempt "
+                                    f"{attempt + 1} after: {failure}")
+                return result
+            if attempt == policy.attempts:
+                break
+            self.clock.sleep(policy.wait(attempt))
+            try:
+                if isinstance(failure, InstrumentConnectionError):
+                    self._reconnect()
+                else:
+                    self.device_clear()  # drop the late reply so the next one is in step
+            except (pyvisa.Error, InstrumentConnectionError) as exc:
+                failure = InstrumentConnectionError(self.name, cmd, str(exc))
+        raise RecoveryFailed(self.name, cmd, policy.attempts, failure)  # type: ignore[arg-type]
+
+    def _reconnect(self) -> None:
+        """Open a new VISA session to the same address (after a disconnect)."""
+        old = self.visa_handle
+        read_t, write_t, timeout = old.read_termination, old.write_termination, old.timeout
+        address = self.address
+        rm = pyvisa.ResourceManager(self._visalib_spec) if self._visalib_spec else \
+            pyvisa.ResourceManager()
+        new = rm.open_resource(address)  # raises while the instrument is still away
+        try:
+            old.close()
+        except pyvisa.Error:
+            pass
+        self._visa_handle = new  # type: ignore[assignment]
+        self._visa_handle.read_termination = read_t
+        self._visa_handle.write_termination = write_t
+        self._visa_handle.timeout = timeout
+        self._setup_lean_io()
+        self._recovered("reconnected", f"new session to {address}")
+        self.check_reset()
+
+    def check_reset(self) -> bool:
+        """Detect a power-on reset (``*ESR?`` bit 7); if so, put every setting back."""
+        policy, self.recovery = self.recovery, None
+        try:
+            if isinstance(self.error_reporting, StandardEventStatus):
+                self.error_reporting.drain(self)
+                reset = self.power_on_seen
+            else:
+                reset = bool(int(self._query_once("*ESR?")) & StandardEventStatus.POWER_ON)
+            self.power_on_seen = False
+            if reset:
+                for cmd in list(self._settings.values()):
+                    self._send(cmd)
+                self.raise_on_errors("settings re-applied after a reset")
+        finally:
+            self.recovery = policy
+        if reset:
+            self._recovered("reset", f"instrument reset itself; {len(self._settings)} settings "
+                            "re-applied")
+        return reset
 
     def ask_raw(self, cmd: str) -> str:
         reply = self._query(cmd)

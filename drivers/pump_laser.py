@@ -192,6 +192,7 @@ class QnetlabPumpLaser(QnetlabVisaInstrument):
 
     default_terminator = "\n"
     error_reporting = ScpiErrorQueue(":SYST:ERR?")
+    ACTIONS = (":SOUR0:WAV:SWE ",)
     #: Hard ceiling on output power: a transducer and a 14 uW mixing chamber will not take more.
     SAFE_MAX_POWER_DBM: ClassVar[float] = 10.0
     MIN_POWER_DBM: ClassVar[float] = -10.0

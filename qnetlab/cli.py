@@ -10,7 +10,8 @@ from __future__ import annotations
 import datetime as dt
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -41,12 +42,29 @@ def main(ctx: click.Context, station: str, data: str | None) -> None:
     ctx.obj = Context(station, data)
 
 
+@contextmanager
+def operating(bundle: Any, runs: Any) -> Iterator[Any]:
+    """Sequences run guarded: the safety watchdog polls on the lab clock, and interruptions
+    and instrument recoveries are written into the runs open at the time."""
+    from qnetlab.drivers.base import RECOVERY_LISTENERS
+    from qnetlab.sequences.safety import default_watchdog, guarded
+
+    watchdog = default_watchdog(bundle, poll_s=5.0, on_event=runs.log_event)
+    RECOVERY_LISTENERS.append(runs.log_event)
+    try:
+        with guarded(bundle, watchdog) as safe:
+            yield safe
+    finally:
+        RECOVERY_LISTENERS.remove(runs.log_event)
+
+
 def _bar(label: str, length: int) -> Any:
     return click.progressbar(length=length, label=label, file=sys.stderr, show_pos=True)
 
 
 def _calibrate(station: str, data: Path, targets: tuple[str, ...] = (), force: bool = False
                ) -> tuple[Any, Any, Any]:
+    from qnetlab.runstore import RunStore
     from qnetlab.sequences.calibration import (
         CalibrationGraph,
         calibrate,
@@ -55,11 +73,12 @@ def _calibrate(station: str, data: Path, targets: tuple[str, ...] = (), force: b
     )
 
     bundle, store = load_calibrated(station, data)
+    runs = RunStore(data)
     graph = CalibrationGraph(default_calibrations(), bundle.topology)
     total = len(graph.order(targets or None))
-    with _bar("calibrating", total) as bar:
-        report = calibrate(bundle, targets=targets or None, force=force, data_dir=data,
-                           store=store, progress=lambda r: bar.update(1))
+    with _bar("calibrating", total) as bar, operating(bundle, runs) as safe:
+        report = calibrate(safe, targets=targets or None, force=force, data_dir=data,
+                           store=store, runs=runs, progress=lambda r: bar.update(1))
     return bundle, store, report
 
 
@@ -77,9 +96,12 @@ def demo(ctx: Context, pairs: int, report: bool) -> None:
         click.echo(cal.table())
         if not cal.ok:
             raise click.ClickException("calibration did not complete; see the table above")
+        from qnetlab.runstore import RunStore
+
         link = next(iter(bundle.topology.links))
-        with _bar("entangling", 2) as bar:
-            result = verify(bundle, link, pairs=pairs, calibration=store.as_dict())
+        runs = RunStore(ctx.data)
+        with _bar("entangling", 2) as bar, operating(bundle, runs) as safe:
+            result = verify(safe, link, pairs=pairs, calibration=store.as_dict(), runs=runs)
             bar.update(2)
         rows = _summary_rows(store, result)
         click.echo(_text_table(rows, ("quantity", "value")))
@@ -197,15 +219,16 @@ def entangle(ctx: Context, link: str | None, pairs: int, protocol: str | None, b
             raise click.BadParameter(f"{link!r} is not a link of {ctx.station} "
                                      f"(links: {', '.join(bundle.topology.links) or 'none'})",
                                      param_hint="--link")
-        with _bar("pairs", pairs) as bar:
+        runs = RunStore(ctx.data)
+        with _bar("pairs", pairs) as bar, operating(bundle, runs) as safe:
             state = {"n": 0}
 
             def progress(got: int, _total: int) -> None:
                 bar.update(got - state["n"])
                 state["n"] = got
 
-            gen = generate(bundle, link, pairs, protocol=protocol, bases=tokens,
-                           max_time_s=max_time, runs=RunStore(ctx.data), progress=progress,
+            gen = generate(safe, link, pairs, protocol=protocol, bases=tokens,
+                           max_time_s=max_time, runs=runs, progress=progress,
                            calibration=store.as_dict())
         click.echo(f"{len(gen)} pairs on {link} ({gen.protocol}, {gen.state}) at "
                    f"{gen.rate_hz:.1f} heralds/s; run {gen.run_guid}")

@@ -42,3 +42,16 @@ class InstrumentConnectionError(QnetlabError, ConnectionError):
 
 class SafetyLimitError(QnetlabError, ValueError):
     """A value beyond a hard safety limit that no station file or sequence can widen."""
+
+
+class RecoveryFailed(QnetlabError):
+    """Retries, reconnects and resets did not bring the instrument back."""
+
+    run_status = "failed"
+
+    def __init__(self, instrument: str, command: str, attempts: int, cause: BaseException) -> None:
+        self.instrument = instrument
+        self.command = command
+        self.cause = cause
+        super().__init__(f"{instrument}: {command!r} still failing after {attempts} recovery "
+                         f"attempts: {cause}")

@@ -112,7 +112,8 @@ class Watchdog:
     def __init__(self, clock: Clock, conditions: Sequence[Condition],
                  safe_action: Callable[[], None], resume_action: Callable[[], None],
                  poll_s: float = 1.0, settle_s: float = 60.0,
-                 on_event: Callable[[dict[str, Any]], None] | None = None) -> None:
+                 on_event: Callable[[dict[str, Any]], None] | None = None,
+                 health: Sequence[Callable[[], Any]] = ()) -> None:
         if poll_s <= 0 or settle_s < 0:
             raise ValueError(f"poll_s={poll_s} must be > 0 and settle_s={settle_s} >= 0")
         self.clock = clock
@@ -122,6 +123,7 @@ class Watchdog:
         self.poll_s = poll_s
         self.settle_s = settle_s
         self.on_event = on_event
+        self.health = list(health)  # e.g. reset detection: runs at every poll
         self.state = State.RUNNING
         self.events: list[dict[str, Any]] = []
         self._clear_since: float | None = None
@@ -152,6 +154,8 @@ class Watchdog:
         """Check once; act on the result. Raises SequenceAborted on a hard trip."""
         if self.state is State.ABORTED:
             raise SequenceAborted("the watchdog aborted this sequence earlier")
+        for check in self.health:
+            check()
         trips = self._trips()
         if not trips:
             self.last_clear_poll = self.clock.now()
@@ -262,7 +266,10 @@ def default_watchdog(bundle: StationBundle, *, ceiling_k: float = 0.02,
                        mxc_rate(inst["fridge"], bundle.clock, max_rate_k_per_s),
                        pump_power(inst["pump"], max_pump_dbm), fridge_interlock(inst["fridge"])]
     safe, resume = pump_safe_actions(pumps)
-    return Watchdog(bundle.clock, conditions, safe, resume, poll_s, settle_s, on_event)
+    resets = [c.check_reset for c in bundle.station.components.values()
+              if hasattr(c, "check_reset")]
+    return Watchdog(bundle.clock, conditions, safe, resume, poll_s, settle_s, on_event,
+                    health=resets)
 
 
 @contextmanager

@@ -140,6 +140,7 @@ def test_lakeshore_side_errors_come_from_esr(lab):
 
 def test_timeout_names_instrument_and_command_and_does_not_hang(lab):
     pump = _make("pump", "qnetlab")
+    pump.recovery = None  # the bare behaviour; tests/test_recovery.py covers the retries
     lab.faults.delay(PUMP_A, 30.0, count=1)
     wall = time.perf_counter()
     with pytest.raises(InstrumentTimeout) as exc:

@@ -1,0 +1,123 @@
+"""Recovery from the faults real instruments have: timeouts, disconnects, garbled replies,
+resets; and a clean stop, with data kept, when recovery fails."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from qnetlab.drivers.base import RECOVERY_LISTENERS, RecoveryPolicy
+from qnetlab.errors import RecoveryFailed
+from qnetlab.runread import list_runs, load_run
+from qnetlab.sequences.pump_scan import pump_power_scan
+
+PUMP = "TCPIP0::pump-alice.lab::inst0::INSTR"
+
+
+@pytest.fixture
+def events():
+    seen: list[dict] = []
+    RECOVERY_LISTENERS.append(seen.append)
+    yield seen
+    RECOVERY_LISTENERS.remove(seen.append)
+
+
+@pytest.fixture
+def pump(sim_station):
+    return sim_station.node("alice")["pump"]
+
+
+def test_timeout_is_retried_after_clearing_the_late_reply(sim_station, pump, events):
+    pump.power(3.0)
+    sim_station.lab.faults.delay(PUMP, 30.0, count=1)
+    t0 = sim_station.clock.now()
+    assert pump.power() == 3.0
+    assert [e["kind"] for e in events] == ["recovery: InstrumentTimeout"]
+    assert sim_station.clock.now() - t0 >= 1.0  # the backoff waited on the lab clock
+
+
+def test_disconnect_is_recovered_by_reconnecting(sim_station, pump, events):
+    sim_station.lab.faults.disconnect(PUMP, duration_s=20)
+    pump.power(4.0)
+    assert pump.power() == 4.0
+    kinds = [e["kind"] for e in events]
+    assert "recovery: reconnected" in kinds and "recovery: InstrumentConnectionError" in kinds
+
+
+def test_garbled_reply_is_asked_again(sim_station, pump, events):
+    pump.power(2.5)
+    sim_station.lab.faults.garble(PUMP)
+    assert pump.power() == 2.5
+    assert [e["kind"] for e in events] == ["recovery: garbled_reply"]
+
+
+def test_reset_instrument_gets_its_settings_back(sim_station, pump, events):
+    pump.wavelength(1550.2)
+    pump.power(5.0)
+    pump.aom.mode("pulsed")
+    sim_station.lab.faults.power_cycle(PUMP)
+    assert pump.check_reset() is True
+    assert pump.wavelength() == pytest.approx(1550.2) and pump.power() == 5.0
+    assert pump.aom.mode() == "pulsed"
+    assert events[-1]["kind"] == "recovery: reset" and "settings re-applied" in \
+        events[-1]["detail"]
+    assert pump.check_reset() is False
+
+
+def test_recovery_gives_up_after_its_attempts_and_says_how(sim_station, pump):
+    pump.recovery = RecoveryPolicy(attempts=2, backoff_s=(1.0,))
+    sim_station.lab.faults.disconnect(PUMP)  # for good
+    with pytest.raises(RecoveryFailed) as exc:
+        pump.power()
+    message = str(exc.value)
+    assert "pump_alice" in message and "after 2 recovery attempts" in message
+    assert "connection lost" in message
+
+
+def test_sequence_stops_cleanly_when_recovery_fails_and_logs_recoveries(sim_station,
+                                                                        qnetlab_store):
+    pump = sim_station.node("alice")["pump"]
+    pump.recovery = RecoveryPolicy(attempts=2, backoff_s=(1.0,))
+    RECOVERY_LISTENERS.append(qnetlab_store.log_event)
+    try:
+        sim_station.lab.faults.delay(PUMP, 30.0, count=1)  # recovered: logged in the run
+        clock = sim_station.clock
+
+        def unplug(t: float) -> None:
+            if t > 300 and not getattr(unplug, "done", False):
+                unplug.done = True
+                sim_station.lab.faults.disconnect(PUMP)
+
+        clock.inner.on_advance(unplug) if hasattr(clock, "inner") else clock.on_advance(unplug)
+        with pytest.raises(RecoveryFailed, match="pump_alice"):
+            pump_power_scan(sim_station.bundle, "alice", [0, 1, 2, 3, 4, 5], dwell_s=120,
+                            runs=qnetlab_store)
+    finally:
+        RECOVERY_LISTENERS.remove(qnetlab_store.log_event)
+    (row,) = [r for r in list_runs(qnetlab_store.data_dir) if r["name"] == "pump_power_scan"]
+    run = load_run(row["guid"], qnetlab_store.data_dir)
+    assert run.status == "failed" and "pump_alice" in run.attrs["error"]
+    assert run.arrays()["power"]["power"].size >= 2  # what was taken is kept
+    kinds = [e["kind"] for e in json.loads(run.dataset.metadata["qnetlab_events"])]
+    assert "recovery: InstrumentTimeout" in kinds
+
+
+def test_watchdog_notices_a_reset_during_a_sequence(sim_station, qnetlab_store, events):
+    from qnetlab.sequences.safety import default_watchdog, guarded
+
+    lab, bundle = sim_station.lab, sim_station.bundle
+    watchdog = default_watchdog(bundle, poll_s=5.0)
+
+    def glitch(t: float) -> None:
+        if t > 250 and not getattr(glitch, "done", False):
+            glitch.done = True
+            lab.faults.power_cycle(PUMP)
+
+    lab.clock.on_advance(glitch)
+    with guarded(bundle, watchdog) as safe:
+        scan = pump_power_scan(safe, "alice", [1, 2, 3, 4], dwell_s=120, runs=qnetlab_store)
+    assert any(e["kind"] == "recovery: reset" for e in events)
+    pump = bundle.node("alice")["pump"]
+    assert pump.power() == 4.0 and pump.output() is True
+    assert scan.efficiency.size == 4
