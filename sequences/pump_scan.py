@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from qnetlab.runstore import RunStore
+from qnetlab.sequences.pumps import pumps_emitting
 from qnetlab.stations import StationBundle
 
 
@@ -33,19 +34,14 @@ def pump_power_scan(bundle: StationBundle, node: str, powers_dbm: list[float],
     for name, unit in (("power", "dBm"), ("mxc_temperature", "K"), ("efficiency", "")):
         run.register(name, unit=unit, setpoints=("lab_time",))
     rows = []
-    with run:
-        pump.output("on")
-        pump.shutter("open")
-        try:
-            for power in powers_dbm:
-                pump.power(power)
-                bundle.clock.sleep(dwell_s)
-                row = (bundle.clock.now(), power, fridge.mxc.temperature(),
-                       qnu.transducer.efficiency())
-                rows.append(row)
-                run.add_point(lab_time=row[0], power=row[1], mxc_temperature=row[2],
-                              efficiency=row[3])
-        finally:
-            pump.shutter("closed")
+    with run, pumps_emitting(pump):
+        for power in powers_dbm:
+            pump.power(power)
+            bundle.clock.sleep(dwell_s)
+            row = (bundle.clock.now(), power, fridge.mxc.temperature(),
+                   qnu.transducer.efficiency())
+            rows.append(row)
+            run.add_point(lab_time=row[0], power=row[1], mxc_temperature=row[2],
+                          efficiency=row[3])
     data = np.array(rows, float).reshape(-1, 4)
     return PumpScan(data[:, 0], data[:, 1], data[:, 2], data[:, 3], run.guid)

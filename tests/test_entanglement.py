@@ -100,6 +100,8 @@ def test_tomography_and_chsh_agree_with_the_model(link):
     assert abs(abs(result.chsh.s) - expected_chsh(setup)) < 4 * result.chsh.s_err
     assert np.all(np.linalg.eigvalsh(result.tomography.rho) > -1e-9)
     assert result.figure is not None and result.figure.is_file()
+    assert result.figure.with_name(result.figure.name.replace("density_matrix",
+                                                              "heralds")).is_file()
     summary = result.summary()
     assert summary["pairs"] == 4000 and summary["rate_hz"] > 0
 
@@ -265,3 +267,19 @@ def test_swapping_on_the_chain_yields_the_expected_end_to_end_fidelity(sim_lab,
         assert short[0].tomography.fidelity > 0.3  # two ~0.7 links and memory decay
     finally:
         bundle.close()
+
+
+def test_arrival_histogram_and_coincidences_are_exact_on_a_known_stream():
+    from qnetlab.sequences.entanglement import arrival_histogram, coincidences
+
+    times = np.array([0, 1500, 2500, 10_000, 10_400, 11_900, 20_000, 20_050], dtype=np.int64)
+    chans = np.array([0, 1, 2, 0, 1, 2, 0, 1], dtype=np.uint8)
+    hist = arrival_histogram(times, chans, 1, bin_ps=500, n_bins=5)
+    assert hist.tolist() == [2, 0, 0, 1, 0]  # delays 50, 400 -> bin 0; 1500 -> bin 3
+    assert coincidences(times, chans, 1, 2, window_ps=1000) == 1
+    assert coincidences(times, chans, 1, 2, window_ps=1500) == 2
+    # sync 0 has a click in both windows (no herald), sync 1 none inside, sync 2 none inside
+    assert extract_heralds(times, chans, {1: 1500, 2: 2500}, window_ps=600).pattern.size == 0
+    one = extract_heralds(times[[0, 1, 3, 4]], chans[[0, 1, 3, 4]], {1: 1500, 2: 2500}, 600)
+    assert one.sync_index.tolist() == [0] and one.pattern.tolist() == [1]
+    assert one.sync_time_ps.tolist() == [0]

@@ -14,9 +14,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import matplotlib
@@ -25,6 +23,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from qnetlab.sequences.pumps import pumps_emitting
 from qnetlab.stations import StationBundle
 
 from .engine import (
@@ -51,19 +50,6 @@ C_LIGHT = 299_792_458.0
 
 def _node(ctx: CalContext, target: str) -> dict[str, Any]:
     return ctx.bundle.node(target)
-
-
-@contextlib.contextmanager
-def pumps_emitting(*pumps: Any) -> Iterator[None]:
-    """Pump light on for a measurement; shutters closed again afterwards, whatever happens."""
-    try:
-        for pump in pumps:
-            pump.output("on")
-            pump.shutter("open")
-        yield
-    finally:
-        for pump in pumps:
-            pump.shutter("closed")
 
 
 def _figure(title: str, rows: int = 1) -> tuple[Any, Any]:

@@ -10,13 +10,14 @@ pair taken so far is kept and the run says it was stopped.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from qnetlab.runstore import RunStore
+from qnetlab.sequences.pumps import pumps_emitting
 from qnetlab.stations import StationBundle
 
 from .frames import bell_sign
@@ -66,18 +67,9 @@ class Generation:
         return int(self.attempts.sum())
 
 
-@contextlib.contextmanager
-def link_pumps(bundle: StationBundle, link: str) -> Iterator[None]:
+def link_pumps(bundle: StationBundle, link: str) -> contextlib.AbstractContextManager[None]:
     """Both ends' pumps emitting for the run; shutters closed afterwards whatever happens."""
-    pumps = [bundle.node(n)["pump"] for n in bundle.topology.links[link].nodes]
-    try:
-        for pump in pumps:
-            pump.output("on")
-            pump.shutter("open")
-        yield
-    finally:
-        for pump in pumps:
-            pump.shutter("closed")
+    return pumps_emitting(*(bundle.node(n)["pump"] for n in bundle.topology.links[link].nodes))
 
 
 def set_protocol(bundle: StationBundle, link: str, protocol: str) -> None:

@@ -65,3 +65,23 @@ def herald_histogram(delays_ps: np.ndarray, counts: dict[str, np.ndarray], windo
     ax.set(xlabel="delay after sync (ns)", ylabel="counts", title=title)
     ax.legend(fontsize=8)
     return fig
+
+
+def herald_statistics(attempts: np.ndarray, pattern: np.ndarray, title: str) -> Any:
+    """Attempts-to-success histogram with its geometric fit, and detector-pattern counts."""
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    p = 1 / attempts.mean() if attempts.size else 0.0
+    bins = np.linspace(0, np.percentile(attempts, 99) if attempts.size else 1, 40)
+    axes[0].hist(attempts, bins=bins, label="heralds")
+    if attempts.size:
+        centres = (bins[1:] + bins[:-1]) / 2
+        axes[0].plot(centres, attempts.size * np.diff(bins) * p * (1 - p) ** centres, "-",
+                     label=f"geometric, p = {p:.2e}")
+    axes[0].set(xlabel="attempts to success", ylabel="heralds")
+    axes[0].legend(fontsize=8)
+    labels, counts = np.unique(pattern, return_counts=True)
+    axes[1].bar([str(x) for x in labels], counts)
+    axes[1].set(xlabel="detector pattern", ylabel="heralds")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from qnetlab.runstore import RunStore
+from qnetlab.sequences.pumps import pumps_emitting
 from qnetlab.stations import StationBundle
 
 from . import plots
@@ -55,10 +56,7 @@ def swap_chain(bundle: StationBundle, pairs: int, cutoff_s: float, *, max_time_s
     run.stream("swaps", time_s="f8", bsm="i1", pattern_a="i2", pattern_b="i2", storage_a_s="f8",
                storage_b_s="f8", basis_a="i1", basis_b="i1", outcome_a="f4", outcome_b="f4")
     bases = ("X", "Y", "Z")
-    try:
-        for p in pumps:
-            p.output("on")
-            p.shutter("open")
+    with pumps_emitting(*pumps):
         with run:
             req_a = qa.link_to(mid).create(pairs, max_time_s=max_time_s, keep=True)
             req_b = qb.link_to(mid).create(pairs, max_time_s=max_time_s, keep=True)
@@ -73,9 +71,6 @@ def swap_chain(bundle: StationBundle, pairs: int, cutoff_s: float, *, max_time_s
                 pattern_b=bsm["pattern_there"], storage_a_s=bsm["storage_here_s"],
                 storage_b_s=bsm["storage_there_s"], basis_a=ra.basis_index,
                 basis_b=rb.basis_index, outcome_a=ra.outcome, outcome_b=rb.outcome)
-    finally:
-        for p in pumps:
-            p.shutter("closed")
     basis_a = np.asarray(bases)[ra.basis_index]
     basis_b = np.asarray(bases)[rb.basis_index]
     paulis = swap_paulis(bsm["bsm"], bsm["pattern_here"], bsm["pattern_there"])

@@ -80,4 +80,7 @@ def verify(bundle: StationBundle, link: str, pairs: int = 2000, *, protocol: str
     fig = plots.density_matrix(result.rho, f"{link}: F = {result.fidelity:.3f} +- "
                                f"{result.fidelity_err:.3f} ({len(tomo_gen)} pairs)")
     path = plots.save(fig, tomo_gen.extra.get("hdf5_path"), "density_matrix")
+    plots.save(plots.herald_statistics(tomo_gen.attempts, tomo_gen.pattern,
+                                       f"{link}: heralds of the tomography run"),
+               tomo_gen.extra.get("hdf5_path"), "heralds")
     return Verification(result, chsh_of(chsh_gen), tomo_gen, chsh_gen, path)
