@@ -28,15 +28,13 @@ class Clock(Protocol):
 
 
 class WallClock:
-    """Real time, for hardware: ``now`` is monotonic seconds, ``sleep`` really waits."""
+    """Real time, for hardware: ``now`` is Unix time (so calibration ages survive a restart of
+    the process), ``sleep`` really waits."""
 
     is_virtual = False
 
-    def __init__(self) -> None:
-        self._t0 = time.monotonic()
-
     def now(self) -> float:
-        return time.monotonic() - self._t0
+        return time.time()
 
     def sleep(self, seconds: float) -> None:
         if seconds < 0:

@@ -255,3 +255,21 @@ def test_fuzz_power_setter_accepts_only_the_documented_range(value):
             assert now == 0.0
     finally:
         pump.close()
+
+
+def test_clocks():
+    from qnetlab.clock import Clock, VirtualClock, WallClock, clock_of
+
+    v = VirtualClock()
+    seen = []
+    v.on_advance(seen.append)
+    v.sleep(3600)
+    assert v.now() == 3600 and seen == [3600]
+    v.advance_to(10)  # never backwards
+    assert v.now() == 3600
+    with pytest.raises(ValueError, match="seconds"):
+        v.advance(float("nan"))
+    w = WallClock()
+    assert isinstance(w, Clock) and isinstance(v, Clock)
+    assert abs(w.now() - time.time()) < 1  # absolute: ages survive a process restart
+    assert isinstance(clock_of(object()), WallClock)
