@@ -175,6 +175,7 @@ class CalContext:
 
         try:
             if self.figures and run.hdf5_path is not None:
+                figure.tight_layout()
                 path = run.hdf5_path.with_suffix(".png")
                 figure.savefig(path, dpi=90)
                 run.dataset.add_metadata("qnetlab_figure", str(path))

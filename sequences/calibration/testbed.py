@@ -183,6 +183,7 @@ class PumpCavity(Calibration):
         ax.plot(wl, f.curve(wl), "-", label=f"Lorentzian fit, R$^2$={f.r_squared:.4f}")
         ax.axvline(f["x0"], color="k", lw=0.8, label=f"resonance {f['x0']:.5f} nm")
         ax.set(xlabel="wavelength (nm)", ylabel="reflection (V)")
+        ax.ticklabel_format(axis="x", useOffset=False)
         ax.legend(fontsize=8)
         ctx.save_figure(run, fig)
         return [

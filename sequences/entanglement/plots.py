@@ -21,7 +21,7 @@ def save(figure: Any, hdf5_path: Path | None, suffix: str) -> Path | None:
         if hdf5_path is None:
             return None
         path = Path(hdf5_path).with_name(f"{Path(hdf5_path).stem}_{suffix}.png")
-        figure.savefig(path, dpi=90)
+        figure.savefig(path, dpi=90, bbox_inches="tight")
         return path
     finally:
         plt.close(figure)
