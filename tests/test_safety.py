@@ -155,3 +155,19 @@ def test_hard_trip_aborts_the_scan_with_its_data_kept(sim_station, qnetlab_store
         qnetlab_store.data_dir) if r["name"] == "pump_power_scan"]
     run = load_run(runs[0]["guid"], qnetlab_store.data_dir)
     assert run.status == "aborted" and run.arrays()["power"]["power"].size >= 2
+
+
+def test_remote_node_health_trips_the_link(sim_station):
+    from qnetlab.sequences.safety import remote_health
+
+    lab, bundle = sim_station.lab, sim_station.bundle
+    clock, actions = bundle.clock, []
+    cond = remote_health(bundle, "alice", ceiling_k=0.02)
+    w = Watchdog(clock, [cond], lambda: actions.append("safe"), lambda: actions.append("resume"),
+                 poll_s=5.0, settle_s=60.0)
+    w.sleep(30)
+    assert w.state is State.RUNNING
+    lab.faults.excursion("alice", power_w=40e-6, duration_s=600)
+    w.sleep(600)
+    assert actions and actions[0] == "safe"
+    assert any("alice: interlock OK, MXC" in e["detail"] for e in w.events)

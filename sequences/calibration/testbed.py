@@ -23,6 +23,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from qnetlab.sequences.entanglement.frames import bell_sign
 from qnetlab.sequences.pumps import pumps_emitting
 from qnetlab.stations import StationBundle
 
@@ -624,12 +625,6 @@ def _set_phase(bundle: StationBundle, target: str, value: float) -> None:
     bundle.node(a)["qnu"].link_to(b).phase(value % (2 * math.pi))
 
 
-def _bell_sign(pattern: np.ndarray) -> np.ndarray:
-    single = np.where(pattern == 1, 1.0, -1.0)
-    double = np.where(np.isin(pattern, (11, 22)), 1.0, -1.0)
-    return np.where(pattern < 10, single, double)
-
-
 class LinkPhase(Calibration):
     name = "link_phase"
     scope = "link"
@@ -654,7 +649,7 @@ class LinkPhase(Calibration):
         if status.delivered == 0:
             raise CalibrationFailed(f"no heralds on {link} ({status.state})")
         ra, rb = channel.results(request), qb.link_to(a).results(request)
-        return float(np.mean(_bell_sign(ra.pattern) * ra.outcome * rb.outcome))
+        return float(np.mean(bell_sign(ra.pattern) * ra.outcome * rb.outcome))
 
     def _pumps(self, ctx: CalContext, link: str) -> list[Any]:
         return [ctx.bundle.node(n)["pump"] for n in ctx.topology.links[link].nodes]
