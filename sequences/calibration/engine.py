@@ -15,6 +15,13 @@ nodes are ``(calibration, target)`` pairs and a link's calibrations depend on bo
 Outcomes are per target: a failure blocks only its descendants. All state lives in the
 calibration store, so a graph interrupted at any point (exception or SIGKILL) and run again
 skips what is still fresh and redoes only the rest.
+
+Each step's records and its node state are committed in one transaction, then put on the
+instruments: a step killed before its commit left nothing and is redone. A node whose records
+are incomplete anyway (a store written before steps were atomic) is recalibrated, never checked
+against what is left. ``maintain`` and ``approve`` hold the data directory's
+:class:`CalibrationLock`: a second process waits (saying for whom), then finds the nodes the
+first one calibrated fresh, puts their values on its own instruments and does not redo them.
 """
 
 from __future__ import annotations
@@ -31,7 +38,8 @@ import networkx as nx
 from qnetlab.runstore import Run, RunStore
 from qnetlab.stations import StationBundle, Topology
 
-from .store import CalibrationStore, NodeState
+from .lock import CalibrationLock, print_waiting
+from .store import CalibrationStore, NodeState, Record
 
 log = logging.getLogger("qnetlab.calibration")
 
@@ -246,11 +254,13 @@ class Calibrator:
     """Runs a calibration graph on a station (``maintain``), recording everything."""
 
     def __init__(self, graph: CalibrationGraph, ctx: CalContext,
-                 progress: Callable[[NodeResult], None] | None = None) -> None:
+                 progress: Callable[[NodeResult], None] | None = None,
+                 on_wait: Callable[[str], None] | None = print_waiting) -> None:
         self.graph = graph
         self.ctx = ctx
         self.progress = progress
         self.states: dict[Key, NodeState] = {}
+        self.lock = CalibrationLock(ctx.store.path.parent, on_wait=on_wait)
 
     # --- state ----------------------------------------------------------------------------------
     def check_state(self, key: Key, now: float) -> bool:
@@ -278,6 +288,26 @@ class Calibrator:
         if getattr(clock, "is_virtual", False) and clock.now() < last:
             clock.sleep(last - clock.now())
 
+    def _catch_up_instruments(self) -> None:
+        """Put values recorded by another process since this one last applied the store on
+        the instruments (a simulated lab lives in its process; on hardware this re-sets the
+        values the other process already set)."""
+        store = self.ctx.store
+        if store.max_record_id() <= store.applied_upto:
+            return
+        setters = {name: (lambda t, v, f=q.apply: f(self.ctx.bundle, t, v))
+                   for cal in self.graph.calibrations.values()
+                   for name, q in cal.quantities.items() if q.apply is not None}
+        applied = store.apply(setters)
+        log.info("applied %d calibrated values recorded by another process", len(applied))
+
+    def _incomplete(self, key: Key) -> list[str]:
+        """Quantities of a partly recorded node that have no live value (empty when the node
+        has all of them or none)."""
+        cal = self.graph.calibrations[key[0]]
+        missing = [q for q in cal.quantities if self.ctx.store.current(q, key[1]) is None]
+        return missing if len(missing) < len(cal.quantities) else []
+
     # --- the steps --------------------------------------------------------------------------------
     def _collect_runs(self, result: NodeResult) -> str | None:
         """Move the runs just taken into ``result``; the GUID of the last one."""
@@ -298,7 +328,6 @@ class Calibrator:
 
     def _calibrate(self, key: Key, result: NodeResult) -> None:
         cal = self.graph.calibrations[key[0]]
-        now = self.ctx.clock.now
         try:
             updates = cal.calibrate(self.ctx, key[1])
         except Exception as exc:
@@ -310,34 +339,48 @@ class Calibrator:
                                       "failed", result.detail))
             return
         source = self._collect_runs(result)
-        # one node's updates go live together: if any jumps too far, all are held
-        hold = any(self.ctx.store.jumps(u.quantity, key[1], u.value,
-                                        cal.quantities[u.quantity].max_jump) for u in updates)
-        held, changed = [], False
+        self._commit(key, updates, source, result)
+        if result.status == "held":
+            self._restore(key)
+            return
         for up in updates:
             q = cal.quantities[up.quantity]
-            rec = self.ctx.store.record(
-                up.quantity, key[1], up.value, lab_time=now(), unit=q.unit,
-                uncertainty=up.uncertainty, source_run=source, fit_quality=up.fit_quality,
-                max_jump=q.max_jump, hold=hold)
-            if rec.status == "held":
-                if rec.note:
-                    held.append(f"{up.quantity} held (record {rec.id}): {rec.note}")
-                continue
-            changed = True
             if q.apply is not None:
                 q.apply(self.ctx.bundle, key[1], up.value)
-        result.updates = list(updates)
-        if held:
-            self._restore(key)
-            result.status, result.detail = "held", "; ".join(held)
-            self._save(key, NodeState(None, self.states.get(key, NodeState()).calibrated_at,
-                                      "held", result.detail))
-            return
-        t = now()
-        result.status = "calibrated"
-        result.detail = ", ".join(_describe(u, cal.quantities[u.quantity].unit) for u in updates)
-        self._save(key, NodeState(t, t if changed else None, "calibrated", result.detail))
+
+    def _commit(self, key: Key, updates: list[Update], source: str | None,
+                result: NodeResult) -> list[Record]:
+        """Record a step's updates and its node state in one transaction (all or none).
+
+        One node's updates go live together: if any jumps too far, all are held."""
+        cal, store, t = self.graph.calibrations[key[0]], self.ctx.store, self.ctx.clock.now()
+        with store.transaction():
+            ours = store.max_record_id() <= store.applied_upto
+            hold = any(store.jumps(u.quantity, key[1], u.value,
+                                   cal.quantities[u.quantity].max_jump) for u in updates)
+            records = [store.record(up.quantity, key[1], up.value, lab_time=t,
+                                    unit=cal.quantities[up.quantity].unit,
+                                    uncertainty=up.uncertainty, source_run=source,
+                                    fit_quality=up.fit_quality,
+                                    max_jump=cal.quantities[up.quantity].max_jump, hold=hold)
+                       for up in updates]
+            result.updates = list(updates)
+            held = [f"{r.quantity} held (record {r.id}): {r.note}" for r in records
+                    if r.status == "held" and r.note]
+            old = self.states.get(key, NodeState()).calibrated_at
+            if held:
+                result.status, result.detail = "held", "; ".join(held)
+                self._save(key, NodeState(None, old, "held", result.detail))
+            else:
+                changed = any(r.status == "applied" for r in records)
+                result.status = "calibrated"
+                result.detail = ", ".join(_describe(u, cal.quantities[u.quantity].unit)
+                                          for u in updates)
+                self._save(key, NodeState(t, t if changed else None, "calibrated",
+                                          result.detail))
+        if ours and records:
+            store.applied_upto = max(store.applied_upto, max(r.id for r in records))
+        return records
 
     def _restore(self, key: Key) -> None:
         """Put the live calibrated values of this node back on the instruments."""
@@ -381,10 +424,17 @@ class Calibrator:
             self.progress(result)
 
     def maintain(self, targets: Iterable[str] | None = None, *, force: bool = False) -> Report:
-        """Bring the selected part of the graph (all of it by default) into spec."""
-        t_wall, clock = time.perf_counter(), self.ctx.clock
+        """Bring the selected part of the graph (all of it by default) into spec, holding the
+        data directory's calibration lock (waiting for another process that holds it)."""
+        t_wall = time.perf_counter()
+        with self.lock:
+            return self._maintain(targets, force, t_wall)
+
+    def _maintain(self, targets: Iterable[str] | None, force: bool, t_wall: float) -> Report:
+        clock = self.ctx.clock
         self.states = self.ctx.store.node_states()
         self._catch_up_clock()
+        self._catch_up_instruments()
         t_lab = clock.now()
         self._results: dict[Key, NodeResult] = {}
         for key in self.graph.order(targets):
@@ -398,6 +448,11 @@ class Calibrator:
                 result.status = "blocked"
                 result.detail = "needs " + ", ".join(
                     f"{d[0]}:{d[1]} ({self._results[d].status})" for d in bad_deps)
+            elif missing := self._incomplete(key):
+                self._calibrate(key, result)
+                if result.status == "calibrated":
+                    result.detail = f"incomplete record (no {', '.join(missing)}) -> " \
+                                    f"{result.detail}"
             elif not force and self.check_state(key, clock.now()):
                 result.detail = "fresh (no measurement)"
             else:
@@ -417,26 +472,36 @@ class Calibrator:
         return Report(ordered, clock.now() - t_lab, time.perf_counter() - t_wall)
 
     def approve(self, record_id: int) -> list[int]:
-        """Approve a held update and the others held with it (same run): make them live, put
-        them on the instruments, and mark their calibration node calibrated."""
-        store = self.ctx.store
-        first = store.get(record_id)
-        group = [r for r in store.held() if r.target == first.target
-                 and (r.id == record_id or (r.source_run and r.source_run == first.source_run))]
-        now = self.ctx.clock.now()
-        for rec in group:
-            store.approve(rec.id, lab_time=now)
-        for cal in self.graph.calibrations.values():
-            mine = [r for r in group if r.quantity in cal.quantities]
-            for rec in mine:
-                q = cal.quantities[rec.quantity]
-                if q.apply is not None:
-                    q.apply(self.ctx.bundle, rec.target, rec.value)
-            if mine:
-                self._save((cal.name, first.target),
-                           NodeState(now, now, "calibrated",
-                                     f"approved records {[r.id for r in mine]}"))
-        return [r.id for r in group]
+        """Approve a held update and the others held with it (same run): make them live and
+        mark their calibration node calibrated (one transaction), then put them on the
+        instruments."""
+        with self.lock:
+            group, nodes = self._approve_records(record_id)
+            for cal, mine in nodes:
+                for rec in mine:
+                    q = cal.quantities[rec.quantity]
+                    if q.apply is not None:
+                        q.apply(self.ctx.bundle, rec.target, rec.value)
+            return [r.id for r in group]
+
+    def _approve_records(self, record_id: int
+                         ) -> tuple[list[Record], list[tuple[Calibration, list[Record]]]]:
+        store, now = self.ctx.store, self.ctx.clock.now()
+        with store.transaction():
+            first = store.get(record_id)
+            group = [r for r in store.held() if r.target == first.target and (
+                r.id == record_id or (r.source_run and r.source_run == first.source_run))]
+            for rec in group:
+                store.approve(rec.id, lab_time=now)
+            nodes = []
+            for cal in self.graph.calibrations.values():
+                mine = [r for r in group if r.quantity in cal.quantities]
+                if mine:
+                    nodes.append((cal, mine))
+                    self._save((cal.name, first.target),
+                               NodeState(now, now, "calibrated",
+                                         f"approved records {[r.id for r in mine]}"))
+        return group, nodes
 
 
 def _describe(update: Update, unit: str) -> str:

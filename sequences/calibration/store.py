@@ -2,17 +2,25 @@
 
 Every update is a new row (value, uncertainty, unit, lab time, wall time, source run GUID, fit
 quality, previous value, status); nothing is overwritten, so the state as of any past time can be
-read back and re-applied. Each write is one SQLite transaction: a killed process never leaves a
-half-written record. Updates that jump further than their quantity's bound are stored as
+read back and re-applied. Updates that jump further than their quantity's bound are stored as
 ``held`` and applied only after :meth:`CalibrationStore.approve`.
+
+Crash and concurrency safety: :meth:`CalibrationStore.transaction` groups writes into one SQLite
+transaction (``BEGIN IMMEDIATE``), so a calibration step commits all its records and its node
+state at once or not at all, even under SIGKILL; every multi-statement read runs inside one read
+transaction, a consistent snapshot in WAL mode. Several processes may share a data directory:
+the connection waits up to ``BUSY_TIMEOUT_S`` for another writer, and the schema is created
+under an ``fcntl`` lock so that two processes opening a new directory do not collide.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import os
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +45,7 @@ CREATE TABLE IF NOT EXISTS node_state (
 );
 """
 LIVE = ("applied", "approved")
+BUSY_TIMEOUT_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -71,19 +80,67 @@ class CalibrationStore:
 
     def __init__(self, data_dir: str | os.PathLike[str] | None = None) -> None:
         self.path = Path(resolve_data_dir(data_dir)) / "calibration.db"
-        self._conn = sqlite3.connect(self.path, isolation_level=None, timeout=30)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=FULL")
-        self._conn.executescript(SCHEMA)
+        self._conn = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_S)
+        self._depth, self._writing = 0, False  # nesting and kind of transaction()
+        self._init_schema()
+        #: highest record id whose values this process has put on its instruments (or found
+        #: there when it opened the store); newer ids were written by someone else
+        self.applied_upto = self.max_record_id()
+
+    def _init_schema(self) -> None:
+        """WAL mode and tables, under a file lock: switching a new database to WAL while
+        another process does the same fails at once with "database is locked"."""
+        with open(self.path.with_name("calibration.db.init-lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.executescript(SCHEMA)
 
     def close(self) -> None:
         self._conn.close()
 
+    @contextmanager
+    def transaction(self, write: bool = True) -> Iterator[None]:
+        """One SQLite transaction around the block: all its writes or none (also under
+        SIGKILL), and its reads a consistent snapshot. A write transaction takes the write
+        lock up front (``BEGIN IMMEDIATE``) so that what it reads is what it writes against.
+        Nested calls join the outer transaction (a write may not nest in a read: upgrading a
+        snapshot to a writer fails at once when another process wrote meanwhile)."""
+        if self._depth:
+            if write and not self._writing:
+                raise RuntimeError("a calibration-store write inside a read transaction")
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        self._conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        self._depth, self._writing = 1, write
+        try:
+            yield
+        except BaseException:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+            raise
+        else:
+            try:
+                self._conn.execute("COMMIT")
+            except BaseException:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
+        finally:
+            self._depth = 0
+
     def _write(self, sql: str, args: tuple[Any, ...]) -> int:
-        with self._conn:  # one transaction: all or nothing
-            self._conn.execute("BEGIN IMMEDIATE")
+        with self.transaction():
             cur = self._conn.execute(sql, args)
         return int(cur.lastrowid or 0)
+
+    def max_record_id(self) -> int:
+        row = self._conn.execute("SELECT MAX(id) FROM records").fetchone()
+        return int(row[0] or 0)
 
     # --- records ------------------------------------------------------------------------------
     def current(self, quantity: str, target: str) -> Record | None:
@@ -104,21 +161,22 @@ class CalibrationStore:
                hold: bool = False, note: str | None = None) -> Record:
         """Store an update; held (not live) when it jumps more than ``max_jump`` or when the
         caller holds it with the rest of its node (``hold``)."""
-        live = self.current(quantity, target)
-        previous = live.value if live else None
-        jumped = self.jumps(quantity, target, value, max_jump)
-        status = "held" if (jumped or hold) else "applied"
-        if jumped:
-            note = (note or "") + (f"jump {value - previous:+.6g} {unit} exceeds the bound "
-                                   f"{max_jump:g} {unit}: awaiting approval")
-        rid = self._write(
-            "INSERT INTO records (quantity, target, value, uncertainty, unit, lab_time, "
-            "wall_time, source_run, fit_quality, previous, status, note) VALUES "
-            "(?,?,?,?,?,?,?,?,?,?,?,?)",
-            (quantity, target, float(value), uncertainty, unit, float(lab_time),
-             dt.datetime.now(dt.UTC).isoformat(), source_run, fit_quality, previous, status,
-             note))
-        return self.get(rid)
+        with self.transaction():  # previous and the jump are judged against what is written
+            live = self.current(quantity, target)
+            previous = live.value if live else None
+            jumped = self.jumps(quantity, target, value, max_jump)
+            status = "held" if (jumped or hold) else "applied"
+            if jumped:
+                note = (note or "") + (f"jump {value - previous:+.6g} {unit} exceeds the bound "
+                                       f"{max_jump:g} {unit}: awaiting approval")
+            rid = self._write(
+                    "INSERT INTO records (quantity, target, value, uncertainty, unit, lab_time, "
+                "wall_time, source_run, fit_quality, previous, status, note) VALUES "
+                "(?,?,?,?,?,?,?,?,?,?,?,?)",
+                (quantity, target, float(value), uncertainty, unit, float(lab_time),
+                 dt.datetime.now(dt.UTC).isoformat(), source_run, fit_quality, previous, status,
+                 note))
+            return self.get(rid)
 
     def get(self, record_id: int) -> Record:
         row = self._conn.execute("SELECT * FROM records WHERE id=?", (record_id,)).fetchone()
@@ -170,19 +228,24 @@ class CalibrationStore:
         return out
 
     def latest_time(self) -> float:
-        row = self._conn.execute("SELECT MAX(lab_time) FROM records").fetchone()
-        row2 = self._conn.execute("SELECT MAX(updated) FROM node_state").fetchone()
+        with self.transaction(write=False):
+            row = self._conn.execute("SELECT MAX(lab_time) FROM records").fetchone()
+            row2 = self._conn.execute("SELECT MAX(updated) FROM node_state").fetchone()
         return max(row[0] or 0.0, row2[0] or 0.0)
 
     def apply(self, setters: dict[str, Callable[[str, float], None]],
               at: float | None = None) -> list[Record]:
         """Re-apply the state (now or as of ``at``) through ``setters[quantity](target, v)``."""
         applied = []
-        for (quantity, target), rec in sorted(self.state(at).items()):
+        with self.transaction(write=False):
+            state, newest = self.state(at), self.max_record_id()
+        for (quantity, target), rec in sorted(state.items()):
             setter = setters.get(quantity)
             if setter is not None:
                 setter(target, rec.value)
                 applied.append(rec)
+        if at is None:
+            self.applied_upto = max(self.applied_upto, newest)
         return applied
 
     # --- engine state -------------------------------------------------------------------------
