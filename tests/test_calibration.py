@@ -197,6 +197,25 @@ def _runs(data):
     return RunStore(data)
 
 
+def test_a_partly_recorded_node_is_recalibrated_not_accepted(calibrated_link):
+    """A store left by a kill between two records of a step (before steps were atomic): the
+    node is measured and recorded again in full, not checked against what is left."""
+    lab, bundle, data = calibrated_link
+    store = CalibrationStore(data)
+    with store.transaction():
+        store._conn.execute("DELETE FROM records WHERE target='mid' AND quantity IN "
+                            "('herald_window_ps', 'arrival_sigma_ps')")
+        store._conn.execute("DELETE FROM node_state WHERE cal='detector_timing'")
+    report = calibrate(bundle, data_dir=data)
+    assert report.ok, report.table()
+    timing = report.result("detector_timing", "mid")
+    assert timing.status == "calibrated", report.table()
+    assert "incomplete record (no herald_window_ps, arrival_sigma_ps)" in timing.detail
+    for quantity in ("det1_delay_ps", "det2_delay_ps", "herald_window_ps", "arrival_sigma_ps"):
+        assert store.current(quantity, "mid") is not None, quantity
+    assert len(store.history("herald_window_ps", "mid")) == 1
+
+
 def test_history_and_state_as_of_a_past_time(calibrated_link):
     lab, bundle, data = calibrated_link
     store = CalibrationStore(data)
