@@ -200,7 +200,7 @@ def _runs(data):
 def test_a_partly_recorded_node_is_recalibrated_not_accepted(calibrated_link):
     """A store left by a kill between two records of a step (before steps were atomic): the
     node is measured and recorded again in full, not checked against what is left."""
-    lab, bundle, data = calibrated_link
+    _lab, bundle, data = calibrated_link
     store = CalibrationStore(data)
     with store.transaction():
         store._conn.execute("DELETE FROM records WHERE target='mid' AND quantity IN "

@@ -47,10 +47,16 @@ KILL_IN_COMMIT = textwrap.dedent("""
 
 
 def duplicates(data: Path) -> list[tuple]:
-    """Calibration records stored twice: same quantity, target and lab time."""
+    """Calibration records stored twice: same quantity, target and lab time, or one step (its
+    source run) recording a quantity twice."""
     with sqlite3.connect(data / "calibration.db") as conn:
-        return conn.execute("SELECT quantity, target, lab_time, COUNT(*) FROM records "
-                            "GROUP BY quantity, target, lab_time HAVING COUNT(*) > 1").fetchall()
+        same_time = conn.execute(
+            "SELECT quantity, target, lab_time, COUNT(*) FROM records "
+            "GROUP BY quantity, target, lab_time HAVING COUNT(*) > 1").fetchall()
+        same_step = conn.execute(
+            "SELECT quantity, target, source_run, COUNT(*) FROM records WHERE source_run IS "
+            "NOT NULL GROUP BY quantity, target, source_run HAVING COUNT(*) > 1").fetchall()
+    return same_time + same_step
 
 
 def test_kill_inside_a_step_commit_leaves_nothing_and_the_rerun_redoes_it(
@@ -126,5 +132,7 @@ def test_demos_killed_at_random_moments_leave_readable_data_and_a_rerun_succeeds
     assert "Traceback" not in rerun.stderr
     assert _unreadable_hdf5(data) == []
     assert not duplicates(data)
-    for run in list_runs(data):
+    runs = list_runs(data)
+    assert len({r["guid"] for r in runs}) == len(runs)
+    for run in runs:
         load_run(run["guid"], data)
