@@ -293,7 +293,7 @@ class Calibrator:
         the instruments (a simulated lab lives in its process; on hardware this re-sets the
         values the other process already set)."""
         store = self.ctx.store
-        if store.max_record_id() <= store.applied_upto:
+        if store.version() == store.applied_version:
             return
         setters = {name: (lambda t, v, f=q.apply: f(self.ctx.bundle, t, v))
                    for cal in self.graph.calibrations.values()
@@ -355,7 +355,7 @@ class Calibrator:
         One node's updates go live together: if any jumps too far, all are held."""
         cal, store, t = self.graph.calibrations[key[0]], self.ctx.store, self.ctx.clock.now()
         with store.transaction():
-            ours = store.max_record_id() <= store.applied_upto
+            ours = store.version() == store.applied_version
             hold = any(store.jumps(u.quantity, key[1], u.value,
                                    cal.quantities[u.quantity].max_jump) for u in updates)
             records = [store.record(up.quantity, key[1], up.value, lab_time=t,
@@ -378,8 +378,8 @@ class Calibrator:
                                           for u in updates)
                 self._save(key, NodeState(t, t if changed else None, "calibrated",
                                           result.detail))
-        if ours and records:
-            store.applied_upto = max(store.applied_upto, max(r.id for r in records))
+            if ours:  # nobody else wrote since this process applied: it now has our values
+                store.applied_version = store.version()
         return records
 
     def _restore(self, key: Key) -> None:
@@ -491,8 +491,11 @@ class Calibrator:
             first = store.get(record_id)
             group = [r for r in store.held() if r.target == first.target and (
                 r.id == record_id or (r.source_run and r.source_run == first.source_run))]
+            ours = store.version() == store.applied_version
             for rec in group:
                 store.approve(rec.id, lab_time=now)
+            if ours:  # what it approves is put on the instruments below
+                store.applied_version = store.version()
             nodes = []
             for cal in self.graph.calibrations.values():
                 mine = [r for r in group if r.quantity in cal.quantities]

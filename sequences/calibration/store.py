@@ -83,9 +83,9 @@ class CalibrationStore:
         self._conn = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_S)
         self._depth, self._writing = 0, False  # nesting and kind of transaction()
         self._init_schema()
-        #: highest record id whose values this process has put on its instruments (or found
-        #: there when it opened the store); newer ids were written by someone else
-        self.applied_upto = self.max_record_id()
+        #: :meth:`version` of the live values this process has put on its instruments (or
+        #: found there when it opened the store); a newer version was written by someone else
+        self.applied_version = self.version()
 
     def _init_schema(self) -> None:
         """WAL mode and tables, under a file lock: switching a new database to WAL while
@@ -138,9 +138,11 @@ class CalibrationStore:
             cur = self._conn.execute(sql, args)
         return int(cur.lastrowid or 0)
 
-    def max_record_id(self) -> int:
-        row = self._conn.execute("SELECT MAX(id) FROM records").fetchone()
-        return int(row[0] or 0)
+    def version(self) -> tuple[int, int]:
+        """Changes whenever the live values change: (newest record id, approvals so far)."""
+        row = self._conn.execute("SELECT MAX(id), COUNT(*) FILTER (WHERE status='approved') "
+                                 "FROM records").fetchone()
+        return int(row[0] or 0), int(row[1] or 0)
 
     # --- records ------------------------------------------------------------------------------
     def current(self, quantity: str, target: str) -> Record | None:
@@ -238,14 +240,14 @@ class CalibrationStore:
         """Re-apply the state (now or as of ``at``) through ``setters[quantity](target, v)``."""
         applied = []
         with self.transaction(write=False):
-            state, newest = self.state(at), self.max_record_id()
+            state, version = self.state(at), self.version()
         for (quantity, target), rec in sorted(state.items()):
             setter = setters.get(quantity)
             if setter is not None:
                 setter(target, rec.value)
                 applied.append(rec)
         if at is None:
-            self.applied_upto = max(self.applied_upto, newest)
+            self.applied_version = version
         return applied
 
     # --- engine state -------------------------------------------------------------------------
