@@ -27,6 +27,7 @@ from .engine import (
     Report,
     Update,
 )
+from .lock import CalibrationLock
 from .store import CalibrationStore, Record
 from .testbed import default_calibrations
 
@@ -75,6 +76,7 @@ __all__ = [
     "Calibration",
     "CalibrationFailed",
     "CalibrationGraph",
+    "CalibrationLock",
     "CalibrationStore",
     "Calibrator",
     "Check",
