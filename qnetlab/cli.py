@@ -29,6 +29,8 @@ from .datadir import data_dir as resolve_data_dir
 from .uncertain import plus_minus
 
 DEMO_STATION = "sim_link"
+RULE_MAX = 78
+"""Widest rule under a table header (long last cells may run past it)."""
 NOT_DELIVERED = 3
 """Exit code of a command that ran but did not deliver what was asked (pairs, fidelity,
 witnessed entanglement); 1 is an error, 2 a usage error."""
@@ -281,7 +283,8 @@ def _text_table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
         padded = [f"{c:<{w}}" for c, w in zip(cells, widths, strict=False)]
         return "  ".join([*padded, str(cells[-1])]).rstrip()
 
-    rule = "-" * (sum(widths) + 2 * len(widths) + max(len(str(r[-1])) for r in [*rows, header]))
+    rule = "-" * min(sum(widths) + 2 * len(widths) + max(len(str(r[-1])) for r in [*rows, header]),
+                     RULE_MAX)
     return "\n".join([line(header), rule, *(line(r) for r in rows)])
 
 
