@@ -66,7 +66,8 @@ run_demo() {
 
 cmd="${1:-run}"; shift || true
 ensure_env
-export PATH="$PWD/$VENV/bin:$PATH"
+case "$VENV" in /*) VENV_BIN="$VENV/bin" ;; *) VENV_BIN="$PWD/$VENV/bin" ;; esac
+export PATH="$VENV_BIN:$PATH"
 export MPLBACKEND="${MPLBACKEND:-Agg}"
 case "$cmd" in
   run)    run_demo "$@" ;;
