@@ -69,6 +69,9 @@ def test_demo_values_carry_the_digits_their_uncertainty_supports(demo_data):
     assert "e-" not in line  # no 2.35e-06 beside a value cut to 1550.14
     assert len(value.split(".")[1]) == len(err.split(".")[1])  # same decimal place
     assert len(err.lstrip("0.")) == 2  # two significant digits of uncertainty
+    # the calibration table says the same, with the same digits
+    row = next(ln for ln in result.stdout.splitlines() if ln.startswith("pump_cavity:alice"))
+    assert f"resonance_nm = {value} +- {err} nm" in row and "e-0" not in row
 
 
 def test_calibrate_again_is_all_fresh(demo_data):
