@@ -1,8 +1,11 @@
 """The ``qnetlab`` command line (click): demo, calibrate, entangle, status, runs, report.
 
-Every failure a user can cause (bad arguments, a missing or invalid station file, an unreachable
-instrument, an instrument error) ends in one line ``qnetlab: error: ...`` on stderr and a non-zero
-exit code, never a traceback.
+Every failure (bad arguments, a missing or invalid station file, a driver or VISA backend that
+cannot be imported, an unreachable instrument, an instrument error, an unusable data directory)
+ends in one line ``qnetlab: error: ...`` on stderr and a non-zero exit code; ``--debug`` adds the
+traceback. A command that ran but did not deliver what was asked (pairs, fidelity, witnessed
+entanglement) prints a verdict line and exits 3 (docs/operations.md, "Verdicts and exit codes").
+Arguments are checked before anything is sent to an instrument or recorded as a run.
 """
 
 from __future__ import annotations
