@@ -75,8 +75,9 @@ class Context:
         self.station, self.data_option, self.debug = station, data, debug
         for name in QUIET_LOGGERS:
             logger = logging.getLogger(name)
-            if self.library_errors not in logger.handlers:
-                logger.addHandler(self.library_errors)
+            for old in [h for h in logger.handlers if isinstance(h, _LastLibraryError)]:
+                logger.removeHandler(old)  # an earlier run_cli in this process
+            logger.addHandler(self.library_errors)
             logger.propagate = debug  # without --debug, no library traceback reaches stderr
 
     @property
