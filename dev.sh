@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # One entry point for a fresh machine: finds a Python >= 3.12, builds .venv with qnetlab and its
 # test extras (only when pyproject.toml changed), then runs the requested job.
-#   ./dev.sh run [args]   the main job on the built-in simulated lab (qnetlab demo)
+#   ./dev.sh run [args]   the main job on the built-in simulated lab (qnetlab demo); args are the
+#                         demo's (--pairs N, --no-report) and qnetlab's own (--station, --data,
+#                         --debug), in any order
 #   ./dev.sh test [args]  lint (ruff) and the test suite (pytest)
 #   ./dev.sh bench        python benchmarks/run.py
 #   ./dev.sh python ...   any command inside the environment
@@ -49,12 +51,26 @@ ensure_env() {
   echo "$want" > "$stamp"
 }
 
+# qnetlab's own options go before the command, the demo's after it
+run_demo() {
+  local global=() local_args=()
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --station|--data) global+=("$1" "${2:-}"); shift 2 || shift ;;
+      --station=*|--data=*|--debug) global+=("$1"); shift ;;
+      *) local_args+=("$1"); shift ;;
+    esac
+  done
+  exec qnetlab ${global[@]+"${global[@]}"} demo ${local_args[@]+"${local_args[@]}"}
+}
+
 cmd="${1:-run}"; shift || true
 ensure_env
-export PATH="$PWD/$VENV/bin:$PATH"
+case "$VENV" in /*) VENV_BIN="$VENV/bin" ;; *) VENV_BIN="$PWD/$VENV/bin" ;; esac
+export PATH="$VENV_BIN:$PATH"
 export MPLBACKEND="${MPLBACKEND:-Agg}"
 case "$cmd" in
-  run)    exec qnetlab demo "$@" ;;
+  run)    run_demo "$@" ;;
   selfcheck) exec python -m qnetlab.selfcheck "$@" ;;
   test)   ruff check . && exec python -m pytest "$@" ;;
   bench)  exec python benchmarks/run.py "$@" ;;

@@ -1,34 +1,107 @@
 """The ``qnetlab`` command line (click): demo, calibrate, entangle, status, runs, report.
 
-Every failure a user can cause (bad arguments, a missing or invalid station file, an unreachable
-instrument, an instrument error) ends in one line ``qnetlab: error: ...`` on stderr and a non-zero
-exit code, never a traceback.
+Every failure (bad arguments, a missing or invalid station file, a driver or VISA backend that
+cannot be imported, an unreachable instrument, an instrument error, an unusable data directory)
+ends in one line ``qnetlab: error: ...`` on stderr and a non-zero exit code; ``--debug`` adds the
+traceback. A command that ran but did not deliver what was asked (pairs, fidelity, witnessed
+entanglement) prints a verdict line and exits 3 (docs/operations.md, "Verdicts and exit codes").
+Arguments are checked before anything is sent to an instrument or recorded as a run.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import importlib
+import importlib.util
+import logging
+import math
 import os
+import sqlite3
 import sys
+import tempfile
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from .datadir import data_dir as resolve_data_dir
+from .uncertain import plus_minus
 
 DEMO_STATION = "sim_link"
+RULE_MAX = 78
+"""Widest rule under a table header (long last cells may run past it)."""
+NOT_DELIVERED = 3
+"""Exit code of a command that ran but did not deliver what was asked (pairs, fidelity,
+witnessed entanglement); 1 is an error, 2 a usage error."""
+QUIET_LOGGERS = ("qcodes", "pyvisa", "pyvisa_sim")
+"""Libraries whose log records (tracebacks included) only ``--debug`` shows."""
+MAX_TIME_S = (1e-6, 7 * 86400.0)
+"""What the QNU's link layer accepts as a request's time limit."""
+
+
+class NotDelivered(click.ClickException):
+    """The command ran to the end but did not deliver what was requested."""
+
+    exit_code = NOT_DELIVERED
+
+
+class _LastLibraryError(logging.Handler):
+    """Keeps the last error a quiet library logged (e.g. QCoDeS's "[qnu_bob(QnetlabQNU)] Could
+    not connect at ...") so the one error line can say which instrument failed."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.last: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.last = record.getMessage().splitlines()[0]
 
 
 class Context:
-    def __init__(self, station: str, data: str | None) -> None:
-        self.station = station
-        self.data = resolve_data_dir(data)
+    """The group options, shared by every command and read by :func:`run_cli` after an error."""
+
+    def __init__(self) -> None:
+        self.station = DEMO_STATION
+        self.debug = False
+        self.data_option: str | None = None
+        self._data: Path | None = None
+        self.library_errors = _LastLibraryError()
+
+    def configure(self, station: str, data: str | None, debug: bool) -> None:
+        self.station, self.data_option, self.debug = station, data, debug
+        for name in QUIET_LOGGERS:
+            logger = logging.getLogger(name)
+            for old in [h for h in logger.handlers if isinstance(h, _LastLibraryError)]:
+                logger.removeHandler(old)  # an earlier run_cli in this process
+            logger.addHandler(self.library_errors)
+            logger.propagate = debug  # without --debug, no library traceback reaches stderr
+
+    @property
+    def data(self) -> Path:
+        """The data directory, created if missing and checked to be writable."""
+        if self._data is None:
+            self._data = _writable_data_dir(self.data_option)
+        return self._data
 
 
-pass_ctx = click.make_pass_decorator(Context)
+def _writable_data_dir(option: str | None) -> Path:
+    shown = option or os.environ.get("QNETLAB_DATA") or "~/qnetlab-data"
+    hint = "choose another with --data DIR or QNETLAB_DATA"
+    try:
+        path = resolve_data_dir(option)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise click.ClickException(f"data directory {shown} is not usable "
+                                   f"({exc.strerror or exc}); {hint}") from None
+    return path
+
+
+pass_ctx = click.make_pass_decorator(Context, ensure=True)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -36,10 +109,69 @@ pass_ctx = click.make_pass_decorator(Context)
               help="Station file: a bundled name (sim_node, sim_link, sim_chain) or a path.")
 @click.option("--data", envvar="QNETLAB_DATA", default=None, metavar="DIR",
               help="Data directory (default $QNETLAB_DATA, else ~/qnetlab-data).")
+@click.option("--debug", is_flag=True, envvar="QNETLAB_DEBUG",
+              help="On an error, show the traceback and the libraries' log records.")
 @click.pass_context
-def main(ctx: click.Context, station: str, data: str | None) -> None:
-    """Operate a quantum-networking testbed (real or simulated)."""
-    ctx.obj = Context(station, data)
+def main(ctx: click.Context, station: str, data: str | None, debug: bool) -> None:
+    """Operate a quantum-networking testbed (real or simulated).
+
+    Exit codes: 0 done as asked, 1 error, 2 usage error, 3 ran but did not deliver (pairs,
+    fidelity or witnessed entanglement short of what was asked)."""
+    ctx.ensure_object(Context).configure(station, data, debug)
+
+
+def _station_path(station: str) -> Path:
+    """The station file, with every driver class and VISA backend it names importable.
+
+    Checked before any instrument is touched, so a typo or a missing package is one line
+    naming the entry, not a traceback from deep inside QCoDeS or pyvisa."""
+    import yaml
+
+    from qnetlab import stations
+
+    path = stations.station_file(station)
+    stations.read_topology(path)
+    instruments = (yaml.safe_load(path.read_text()) or {}).get("instruments") or {}
+    for name, spec in instruments.items():
+        if isinstance(spec, dict):
+            _check_driver(path, name, spec)
+            _check_visalib(path, name, spec)
+    return path
+
+
+def _check_driver(path: Path, name: str, spec: dict[str, Any]) -> None:
+    kind = str(spec.get("type", ""))
+    module, _, cls = kind.rpartition(".")
+    where = f"{path.name}: instruments.{name}.type {kind!r}"
+    try:
+        found = importlib.import_module(module) if module else None
+    except ImportError as exc:
+        raise click.ClickException(f"{where}: no module {module!r} ({exc})") from None
+    if found is None or not hasattr(found, cls):
+        raise click.ClickException(f"{where}: module {module!r} has no class {cls!r}")
+
+
+def _check_visalib(path: Path, name: str, spec: dict[str, Any]) -> None:
+    visalib = str((spec.get("init") or {}).get("visalib") or "")
+    backend = visalib.rpartition("@")[2] if "@" in visalib else ""
+    if backend in ("", "ivi") or importlib.util.find_spec(f"pyvisa_{backend}") is not None:
+        return
+    package = f"pyvisa-{backend}"
+    raise click.ClickException(
+        f"{path.name}: instruments.{name}.init.visalib {visalib!r} needs the pyvisa backend "
+        f"{package}, which is not installed; install it with `{sys.executable} -m pip install "
+        f"{package}`")
+
+
+def _bring_up(ctx: Context, calibrated: bool = True) -> tuple[Any, Any]:
+    """(bundle, calibration store or None): the station up, calibration applied if asked."""
+    from qnetlab import stations
+    from qnetlab.sequences.calibration import load_calibrated
+
+    path = _station_path(ctx.station)
+    if calibrated:
+        return load_calibrated(path, ctx.data)
+    return stations.load(path), None
 
 
 @contextmanager
@@ -62,24 +194,35 @@ def _bar(label: str, length: int) -> Any:
     return click.progressbar(length=length, label=label, file=sys.stderr, show_pos=True)
 
 
-def _calibrate(station: str, data: Path, targets: tuple[str, ...] = (), force: bool = False
+def _calibrate(ctx: Context, targets: tuple[str, ...] = (), force: bool = False
                ) -> tuple[Any, Any, Any]:
     from qnetlab.runstore import RunStore
-    from qnetlab.sequences.calibration import (
-        CalibrationGraph,
-        calibrate,
-        default_calibrations,
-        load_calibrated,
-    )
+    from qnetlab.sequences.calibration import CalibrationGraph, calibrate, default_calibrations
 
-    bundle, store = load_calibrated(station, data)
-    runs = RunStore(data)
-    graph = CalibrationGraph(default_calibrations(), bundle.topology)
-    total = len(graph.order(targets or None))
-    with _bar("calibrating", total) as bar, operating(bundle, runs) as safe:
-        report = calibrate(safe, targets=targets or None, force=force, data_dir=data,
-                           store=store, runs=runs, progress=lambda r: bar.update(1))
+    bundle, store = _bring_up(ctx)
+    try:
+        runs = RunStore(ctx.data)
+        graph = CalibrationGraph(default_calibrations(), bundle.topology)
+        total = len(graph.order(targets or None))
+        with _bar("calibrating", total) as bar, operating(bundle, runs) as safe:
+            report = calibrate(safe, targets=targets or None, force=force, data_dir=ctx.data,
+                               store=store, runs=runs, progress=lambda r: bar.update(1))
+    except BaseException:
+        bundle.close()
+        raise
     return bundle, store, report
+
+
+def _first_link(station: str) -> str:
+    """The station's first link, checked before anything is brought up."""
+    from qnetlab import stations
+
+    topology = stations.read_topology(stations.station_file(station))
+    if not topology.links:
+        raise click.ClickException(
+            f"station {station} has no link (nodes: {', '.join(topology.nodes)}); the demo "
+            "entangles the two ends of a link: use a station with one, e.g. --station sim_link")
+    return next(iter(topology.links))
 
 
 @main.command()
@@ -88,53 +231,65 @@ def _calibrate(station: str, data: Path, targets: tuple[str, ...] = (), force: b
 @click.option("--report/--no-report", default=True, help="Write the HTML report.")
 @pass_ctx
 def demo(ctx: Context, pairs: int, report: bool) -> None:
-    """Bring the simulated link up, calibrate it, generate and verify entanglement."""
+    """Bring the simulated link up, calibrate it, generate and verify entanglement.
+
+    Ends with a verdict for each claim: entanglement witnessed (F > 1/2) and Bell violation
+    (|S| > 2), each with its significance; exit code 3 when entanglement was not witnessed."""
+    from qnetlab.runstore import RunStore
     from qnetlab.sequences.entanglement import verify
 
-    bundle, store, cal = _calibrate(ctx.station, ctx.data)
+    link = _first_link(ctx.station)
+    bundle, store, cal = _calibrate(ctx)
     try:
         click.echo(cal.table())
         if not cal.ok:
             raise click.ClickException("calibration did not complete; see the table above")
-        from qnetlab.runstore import RunStore
-
-        link = next(iter(bundle.topology.links))
         runs = RunStore(ctx.data)
         with _bar("entangling", 2) as bar, operating(bundle, runs) as safe:
             result = verify(safe, link, pairs=pairs, calibration=store.as_dict(), runs=runs)
             bar.update(2)
+        verdicts = result.verdicts()
         rows = _summary_rows(store, result)
+        rows += [("verdict", v.line()) for v in verdicts]
         click.echo(_text_table(rows, ("quantity", "value")))
         if report:
             path = _demo_report(ctx, store, bundle, cal, result, rows)
             click.echo(f"report: {path}")
     finally:
         bundle.close()
+    if not verdicts[0].holds:
+        raise NotDelivered(f"entanglement not witnessed on {link}: {verdicts[0].line()}")
+
+
+SUMMARY_QUANTITIES = ("resonance_nm", "bias_ma", "swap_amplitude", "pump_power_dbm",
+                      "pump_pulse_width_s", "alpha", "det1_delay_ps", "det2_delay_ps",
+                      "phase_rad", "visibility", "link_fidelity")
 
 
 def _summary_rows(store: Any, result: Any) -> list[tuple[str, str]]:
-    rows = []
-    for (quantity, target), rec in sorted(store.state().items()):
-        if quantity in ("resonance_nm", "bias_ma", "swap_amplitude", "pump_power_dbm",
-                        "pump_pulse_width_s", "alpha", "det1_delay_ps", "det2_delay_ps",
-                        "phase_rad", "visibility", "link_fidelity"):
-            err = f" +- {rec.uncertainty:.2g}" if rec.uncertainty else ""
-            rows.append((f"{quantity} [{target}]", f"{rec.value:.9g}{err} {rec.unit}".strip()))
+    rows = [(f"{quantity} [{target}]", plus_minus(rec.value, rec.uncertainty, rec.unit))
+            for (quantity, target), rec in sorted(store.state().items())
+            if quantity in SUMMARY_QUANTITIES]
     tomo, chsh = result.tomography, result.chsh
-    rows += [("fidelity to the heralded Bell state", f"{tomo.fidelity:.3f} +- "
-                                                     f"{tomo.fidelity_err:.3f}"),
-             ("CHSH |S|", f"{abs(chsh.s):.3f} +- {chsh.s_err:.3f}"),
+    rows += [("fidelity to the heralded Bell state", plus_minus(tomo.fidelity, tomo.fidelity_err)),
+             ("CHSH |S|", plus_minus(abs(chsh.s), chsh.s_err)),
              ("herald rate", f"{result.tomography_run.rate_hz:.1f} /s"),
              ("pairs (tomography + CHSH)", f"{len(result.tomography_run)} + "
                                            f"{len(result.chsh_run)}")]
     return rows
 
 
-def _text_table(rows: list[tuple[str, str]], header: tuple[str, str]) -> str:
-    width = max(len(r[0]) for r in [*rows, header])
-    lines = [f"{header[0]:<{width}}  {header[1]}", "-" * (width + 30)]
-    lines += [f"{a:<{width}}  {b}" for a, b in rows]
-    return "\n".join(lines)
+def _text_table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
+    """Columns padded to their widest cell, the last one left free."""
+    widths = [max(len(str(r[i])) for r in [*rows, header]) for i in range(len(header) - 1)]
+
+    def line(cells: tuple[str, ...]) -> str:
+        padded = [f"{c:<{w}}" for c, w in zip(cells, widths, strict=False)]
+        return "  ".join([*padded, str(cells[-1])]).rstrip()
+
+    rule = "-" * min(sum(widths) + 2 * len(widths) + max(len(str(r[-1])) for r in [*rows, header]),
+                     RULE_MAX)
+    return "\n".join([line(header), rule, *(line(r) for r in rows)])
 
 
 def _demo_report(ctx: Context, store: Any, bundle: Any, cal: Any, result: Any,
@@ -175,10 +330,9 @@ def calibrate_cmd(ctx: Context, targets: tuple[str, ...], force: bool,
             CalibrationGraph,
             Calibrator,
             default_calibrations,
-            load_calibrated,
         )
 
-        bundle, store = load_calibrated(ctx.station, ctx.data)
+        bundle, store = _bring_up(ctx)
         try:
             graph = CalibrationGraph(default_calibrations(), bundle.topology)
             calibrator = Calibrator(graph, CalContext(bundle, RunStore(ctx.data), store))
@@ -188,11 +342,37 @@ def calibrate_cmd(ctx: Context, targets: tuple[str, ...], force: bool,
         finally:
             bundle.close()
         return
-    bundle, _, report = _calibrate(ctx.station, ctx.data, targets, force)
+    bundle, _, report = _calibrate(ctx, targets, force)
     bundle.close()
     click.echo(report.table())
     if not report.ok:
-        sys.exit(1)
+        failed = [r.key for r in report.results if r.status == "failed"]
+        raise click.ClickException(f"calibration did not complete (failed: "
+                                   f"{', '.join(failed) or 'see the table above'})")
+
+
+def _bases(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[str, ...]:
+    """Basis tokens X, Y, Z or A<degrees>, checked before anything is sent or recorded."""
+    tokens = tuple(b.strip().upper() for b in value.split(",") if b.strip())
+    for token in tokens:
+        if token in ("X", "Y", "Z"):
+            continue
+        try:
+            angle = float(token[1:]) if token.startswith("A") else math.nan
+        except ValueError:
+            angle = math.nan
+        if not math.isfinite(angle):
+            raise click.BadParameter(f"{token!r} is not a basis; allowed: X, Y, Z or "
+                                     "A<degrees> (e.g. A45), comma separated")
+    if not tokens:
+        raise click.BadParameter("no basis given; allowed: X, Y, Z or A<degrees>, comma separated")
+    return tokens
+
+
+def _finite(_ctx: click.Context, _param: click.Parameter, value: float) -> float:
+    if not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a number of seconds")
+    return value
 
 
 @main.command()
@@ -200,25 +380,39 @@ def calibrate_cmd(ctx: Context, targets: tuple[str, ...], force: bool,
 @click.option("--pairs", default=1000, show_default=True, type=click.IntRange(1, 1_000_000))
 @click.option("--protocol", type=click.Choice(["single_click", "two_photon"]), default=None,
               help="Default: as configured on the QNUs.")
-@click.option("--bases", default="X,Y,Z", show_default=True,
+@click.option("--bases", default="X,Y,Z", show_default=True, callback=_bases,
               help="Bases both ends pick from: X, Y, Z or A<deg>, comma separated.")
-@click.option("--max-time", default=3600.0, show_default=True, type=float, help="Seconds.")
-@pass_ctx
-def entangle(ctx: Context, link: str | None, pairs: int, protocol: str | None, bases: str,
-             max_time: float) -> None:
-    """Generate heralded pairs on a link and report rate and fidelity."""
-    from qnetlab.runstore import RunStore
-    from qnetlab.sequences.calibration import load_calibrated
-    from qnetlab.sequences.entanglement import generate, quick_fidelity
+@click.option("--max-time", default=3600.0, show_default=True, callback=_finite,
+              type=click.FloatRange(*MAX_TIME_S), help="Lab seconds the request may take.")
+@click.option("--min-fidelity", default=0.5, show_default=True, type=click.FloatRange(0, 1),
+              help="Fidelity the pairs must reach (needs bases X,Y,Z; 0: no requirement).")
+@click.pass_context
+def entangle(click_ctx: click.Context, link: str | None, pairs: int, protocol: str | None,
+             bases: tuple[str, ...], max_time: float, min_fidelity: float) -> None:
+    """Generate heralded pairs on a link and report rate and fidelity.
 
-    tokens = tuple(b.strip().upper() for b in bases.split(",") if b.strip())
-    bundle, store = load_calibrated(ctx.station, ctx.data)
+    Ends with a verdict line; exit code 3 when fewer pairs than asked arrived or their
+    fidelity is below --min-fidelity (or cannot be estimated)."""
+    from qnetlab import stations
+    from qnetlab.runstore import RunStore
+    from qnetlab.sequences.entanglement import generate
+
+    ctx = click_ctx.ensure_object(Context)
+    measures_fidelity = {"X", "Y", "Z"} <= set(bases)
+    if not measures_fidelity:
+        if click_ctx.get_parameter_source("min_fidelity") != ParameterSource.DEFAULT \
+                and min_fidelity > 0:
+            raise click.BadParameter("needs --bases including X, Y and Z to measure a fidelity",
+                                     param_hint="--min-fidelity")
+        min_fidelity = 0.0
+    topology = stations.read_topology(stations.station_file(ctx.station))
+    link = link or next(iter(topology.links), None)
+    if link not in topology.links:
+        raise click.BadParameter(f"{link!r} is not a link of {ctx.station} "
+                                 f"(links: {', '.join(topology.links) or 'none'})",
+                                 param_hint="--link")
+    bundle, store = _bring_up(ctx)
     try:
-        link = link or next(iter(bundle.topology.links), None)
-        if link not in bundle.topology.links:
-            raise click.BadParameter(f"{link!r} is not a link of {ctx.station} "
-                                     f"(links: {', '.join(bundle.topology.links) or 'none'})",
-                                     param_hint="--link")
         runs = RunStore(ctx.data)
         with _bar("pairs", pairs) as bar, operating(bundle, runs) as safe:
             state = {"n": 0}
@@ -227,57 +421,102 @@ def entangle(ctx: Context, link: str | None, pairs: int, protocol: str | None, b
                 bar.update(got - state["n"])
                 state["n"] = got
 
-            gen = generate(safe, link, pairs, protocol=protocol, bases=tokens,
+            gen = generate(safe, link, pairs, protocol=protocol, bases=bases,
                            max_time_s=max_time, runs=runs, progress=progress,
                            calibration=store.as_dict())
-        click.echo(f"{len(gen)} pairs on {link} ({gen.protocol}, {gen.state}) at "
-                   f"{gen.rate_hz:.1f} heralds/s; run {gen.run_guid}")
-        if set(tokens) >= {"X", "Y", "Z"}:
-            f, err = quick_fidelity(gen)
-            click.echo(f"fidelity to the heralded Bell state: {f:.3f} +- {err:.3f}")
     finally:
         bundle.close()
+    _entangle_verdict(gen, min_fidelity, measures_fidelity, max_time)
+
+
+def _entangle_verdict(gen: Any, min_fidelity: float, measures_fidelity: bool,
+                      max_time: float) -> None:
+    """Print what a generation delivered and its verdict; NotDelivered when it fell short."""
+    from qnetlab.sequences.entanglement.verification import fidelity_estimate
+
+    click.echo(f"{len(gen)} of {gen.requested} pairs on {gen.link} ({gen.protocol}, request "
+               f"{gen.state}) at {gen.rate_hz:.1f} heralds/s; run {gen.run_guid}")
+    short = []
+    if len(gen) < gen.requested:
+        short.append(f"{len(gen)} of {gen.requested} pairs (request {gen.state} within "
+                     f"--max-time {max_time:g} s)")
+    if measures_fidelity:
+        f, err, reason = fidelity_estimate(gen)
+        click.echo("fidelity to the heralded Bell state: "
+                   f"{plus_minus(f, err) if reason is None else reason}")
+        if min_fidelity > 0 and reason is not None:
+            short.append(f"fidelity not verified against the requested {min_fidelity:g}")
+        elif min_fidelity > 0 and f < min_fidelity:
+            short.append(f"F = {plus_minus(f, err)} below the requested {min_fidelity:g}")
+    if short:
+        click.echo(f"verdict: NOT DELIVERED: {'; '.join(short)}")
+        raise NotDelivered(f"entangle did not deliver: {'; '.join(short)}")
+    wanted = f", F >= {min_fidelity:g}" if min_fidelity > 0 else ""
+    click.echo(f"verdict: delivered {len(gen)} of {gen.requested} pairs{wanted}")
 
 
 @main.command()
 @pass_ctx
 def status(ctx: Context) -> None:
     """Instruments, interlocks, calibration state and staleness."""
-    from qnetlab import stations
-    from qnetlab.sequences.calibration import CalibrationStore, default_calibrations
+    from qnetlab.sequences.calibration import CalibrationStore
 
-    bundle = stations.load(ctx.station)
+    bundle, _ = _bring_up(ctx, calibrated=False)
     try:
-        click.echo(f"station {ctx.station}: {', '.join(bundle.topology.nodes)}; lab time "
-                   f"{bundle.clock.now():.0f} s")
-        for name, component in sorted(bundle.station.components.items()):
-            idn = getattr(component, "IDN", None)
-            if idn is not None and name != "network":
-                vendor = idn.get()
-                click.echo(f"  {name:<14} {vendor.get('vendor')} {vendor.get('model')} "
-                           f"{vendor.get('serial')}")
-        for node in bundle.topology.nodes:
-            inst = bundle.node(node)
-            click.echo(f"  {node}: MXC {inst['fridge'].mxc.temperature() * 1e3:.2f} mK, "
-                       f"fridge interlock {inst['fridge'].interlock_state()}, pump "
-                       f"{'interlocked' if inst['pump'].interlocked() else 'free'}, "
-                       f"{inst['pump'].power_actual():.2f} dBm emitted")
         store = CalibrationStore(ctx.data)
-        states = store.node_states()
         now = max(bundle.clock.now(), store.latest_time())
-        click.echo("calibration:")
-        for cal in default_calibrations():
-            for target in _targets(bundle, cal.scope):
-                st = states.get((cal.name, target))
-                if st is None or st.last_success is None:
-                    click.echo(f"  {cal.name}:{target:<8} never calibrated")
-                    continue
-                age = now - st.last_success
-                flag = "fresh" if age <= cal.timeout_s else "STALE"
-                click.echo(f"  {cal.name}:{target:<8} {st.last_outcome:<10} {age / 3600:6.2f} h "
-                           f"old (timeout {cal.timeout_s / 3600:g} h) {flag}")
+        click.echo(f"station {ctx.station}: {', '.join(bundle.topology.nodes)}; lab time "
+                   f"{now:.0f} s")
+        click.echo(_text_table(_instrument_rows(bundle), ("instrument", "vendor", "model",
+                                                          "serial")))
+        click.echo(_text_table(_node_rows(bundle), ("node", "MXC", "fridge interlock", "pump",
+                                                    "emitted")))
+        click.echo(_text_table(_calibration_rows(bundle, store, now),
+                               ("calibration:target", "outcome", "age", "timeout", "state")))
     finally:
         bundle.close()
+
+
+def _instrument_rows(bundle: Any) -> list[tuple[str, ...]]:
+    rows = []
+    for name, component in sorted(bundle.station.components.items()):
+        idn = getattr(component, "IDN", None)
+        if idn is not None and name != "network":
+            who = idn.get()
+            rows.append((name, str(who.get("vendor")), str(who.get("model")),
+                         str(who.get("serial"))))
+    return rows
+
+
+def _node_rows(bundle: Any) -> list[tuple[str, ...]]:
+    rows = []
+    for node in bundle.topology.nodes:
+        inst = bundle.node(node)
+        rows.append((node, f"{inst['fridge'].mxc.temperature() * 1e3:.2f} mK",
+                     str(inst["fridge"].interlock_state()),
+                     "interlocked" if inst["pump"].interlocked() else "free",
+                     f"{inst['pump'].power_actual():.2f} dBm"))
+    return rows
+
+
+def _calibration_rows(bundle: Any, store: Any, now: float) -> list[tuple[str, ...]]:
+    """One row per calibration node; STALE with the engine's rule (too old, failed or held)."""
+    from qnetlab.sequences.calibration import default_calibrations
+
+    states = store.node_states()
+    rows = []
+    for cal in default_calibrations():
+        for target in _targets(bundle, cal.scope):
+            st = states.get((cal.name, target))
+            key, timeout = f"{cal.name}:{target}", f"{cal.timeout_s / 3600:g} h"
+            if st is None or st.last_success is None:
+                rows.append((key, st.last_outcome if st else "-", "never", timeout, "STALE"))
+                continue
+            age = now - st.last_success
+            fresh = age <= cal.timeout_s and st.last_outcome not in ("failed", "held")
+            rows.append((key, st.last_outcome, f"{age / 3600:.2f} h", timeout,
+                         "fresh" if fresh else "STALE"))
+    return rows
 
 
 def _targets(bundle: Any, scope: str) -> list[str]:
@@ -325,9 +564,20 @@ def report(ctx: Context, run: str | None, dashboard: bool, out: Path | None) -> 
     elif run is None:
         raise click.UsageError("give a RUN (id, GUID or .h5 path) or --dashboard")
     else:
-        ref: Any = Path(run) if run.endswith(".h5") else run
-        path = reports.run_report(ref, ctx.data, out)
+        path = reports.run_report(_find_run(run, ctx.data), ctx.data, out)
     click.echo(str(path))
+
+
+def _find_run(run: str, data: Path) -> Any:
+    """The run RUN names (id, GUID or .h5 path), or one line saying there is none."""
+    from qnetlab.runread import load_run
+
+    ref: Any = Path(run) if run.endswith(".h5") else run
+    try:
+        return load_run(ref, data)
+    except (ValueError, NameError, FileNotFoundError) as exc:
+        raise click.ClickException(f"no run {run!r} in {data}: {_one_line(exc)} "
+                                   "(`qnetlab runs` lists the runs)") from None
 
 
 def _one_line(exc: BaseException) -> str:
@@ -337,32 +587,46 @@ def _one_line(exc: BaseException) -> str:
 
 def run_cli(argv: list[str] | None = None,
             entry: Callable[..., Any] = main) -> int:
-    """Entry point: click in non-standalone mode, every error one line on stderr."""
-    import pyvisa
+    """Entry point: click in non-standalone mode, every error one line on stderr.
 
-    from qnetlab.errors import QnetlabError
-
+    With ``--debug`` the traceback is printed before that line."""
+    state = Context()
     try:
-        entry.main(args=argv, prog_name="qnetlab", standalone_mode=False)
+        entry.main(args=argv, prog_name="qnetlab", standalone_mode=False, obj=state)
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.Abort:
         click.echo("qnetlab: aborted", err=True)
         return 130
-    except click.UsageError as exc:
-        where = f" ({exc.ctx.command_path})" if exc.ctx else ""
-        click.echo(f"qnetlab: error{where}: {' '.join(exc.format_message().split())}", err=True)
-        return 2
-    except click.ClickException as exc:
-        click.echo(f"qnetlab: error: {' '.join(exc.format_message().split())}", err=True)
-        return 1
-    except (QnetlabError, FileNotFoundError, ValueError, KeyError, OSError,
-            pyvisa.Error) as exc:
-        click.echo(f"qnetlab: error: {type(exc).__name__}: {_one_line(exc)}", err=True)
-        return 1
+    except click.exceptions.NoArgsIsHelpError as exc:
+        click.echo(exc.ctx.get_help() if exc.ctx else exc.format_message())
+        return 0
     except SystemExit as exc:
         return int(exc.code or 0)
+    except Exception as exc:
+        line, code = _error_line(exc, state)
+        if state.debug:
+            traceback.print_exception(exc)
+        click.echo(f"qnetlab: error{line}", err=True)
+        return code
     return 0
+
+
+def _error_line(exc: Exception, state: Context) -> tuple[str, int]:
+    """(the error line after ``qnetlab: error``, exit code) for any exception."""
+    import pyvisa
+
+    if isinstance(exc, click.UsageError):
+        where = f" ({exc.ctx.command_path})" if exc.ctx else ""
+        return f"{where}: {' '.join(exc.format_message().split())}", 2
+    if isinstance(exc, click.ClickException):
+        return f": {' '.join(exc.format_message().split())}", exc.exit_code
+    if isinstance(exc, sqlite3.Error):
+        where = state._data or state.data_option or "the data directory"
+        return f": database in {where}: {type(exc).__name__}: {_one_line(exc)}", 1
+    if isinstance(exc, pyvisa.Error) and state.library_errors.last:
+        return f": {state.library_errors.last}: {_one_line(exc)}", 1
+    return f": {type(exc).__name__}: {_one_line(exc)}", 1
 
 
 def entry_point() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import html
+import io
 import json
 import os
 from collections.abc import Iterable, Sequence
@@ -14,6 +15,7 @@ from typing import Any
 
 from .datadir import data_dir as resolve_data_dir
 from .runread import RunData, load_run
+from .uncertain import plus_minus
 
 CSS = """
 body{font-family:system-ui,sans-serif;margin:2em;max-width:70em;color:#222}
@@ -35,10 +37,63 @@ def table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def image(path: Path, alt: str) -> str:
-    data = base64.b64encode(Path(path).read_bytes()).decode()
+def image(path: Path | bytes, alt: str) -> str:
+    """A PNG (a file, or its bytes) embedded as a data URI, with ``alt`` as its caption."""
+    raw = path if isinstance(path, bytes) else Path(path).read_bytes()
+    data = base64.b64encode(raw).decode()
     return f'<figure><img alt="{_esc(alt)}" src="data:image/png;base64,{data}">' \
            f"<figcaption>{_esc(alt)}</figcaption></figure>"
+
+
+def _png(figure: Any) -> bytes:
+    """A matplotlib figure as PNG bytes (then closed)."""
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    try:
+        figure.savefig(buffer, format="png", dpi=100)
+    finally:
+        plt.close(figure)
+    return buffer.getvalue()
+
+
+def generation_sections(run: RunData) -> list[tuple[str, str]]:
+    """For a heralded-generation run: what it delivered, its fidelity and entanglement
+    verdict, and its figures (herald statistics; the density matrix when X, Y, Z were
+    measured). Figures already saved beside the run are not drawn again."""
+    from qnetlab.sequences.entanglement import plots
+    from qnetlab.sequences.entanglement.verification import (
+        entanglement_verdict,
+        fidelity_estimate,
+        generation_from_run,
+        tomography_of,
+    )
+
+    gen = generation_from_run(run)
+    if gen is None:
+        return []
+    f, err, reason = fidelity_estimate(gen)
+    rows = [("link", f"{gen.link} ({' - '.join(gen.ends)})"), ("protocol", gen.protocol),
+            ("pairs delivered", f"{len(gen)} of {gen.requested} requested"),
+            ("herald rate", f"{gen.rate_hz:.1f} /s"),
+            ("bases", f"{','.join(gen.bases[0])} / {','.join(gen.bases[1])}"),
+            ("fidelity to the heralded Bell state (<XX>, <YY>, <ZZ>)",
+             plus_minus(f, err) if reason is None else reason)]
+    figures = [] if run_figures(run) else [
+        (_png(plots.herald_statistics(gen.attempts, gen.pattern, f"{gen.link}: heralds")),
+         "herald statistics")]
+    if reason is None:
+        tomo = tomography_of(gen)
+        rows.append(("fidelity, maximum likelihood", plus_minus(tomo.fidelity, tomo.fidelity_err)))
+        rows.append(("verdict", entanglement_verdict(tomo.fidelity, tomo.fidelity_err).line()))
+        if not run_figures(run):
+            figures.append((_png(plots.density_matrix(
+                tomo.rho, f"{gen.link}: F = {plus_minus(tomo.fidelity, tomo.fidelity_err)}")),
+                "density matrix"))
+    sections = [("Entanglement", table(rows, ("quantity", "value")))]
+    if figures:
+        sections.append(("Generation figures", "".join(image(png, alt) for png, alt in figures)))
+    return sections
 
 
 def page(title: str, sections: Iterable[tuple[str, str]]) -> str:
@@ -68,7 +123,7 @@ def run_sections(run: RunData) -> list[tuple[str, str]]:
             ("ended (UTC)", run.attrs.get("ended_utc", "")),
             ("lab time", f"{run.attrs.get('lab_time_start', '')} -> "
                          f"{run.attrs.get('lab_time_end', '')} s")]
-    sections = [("Run", table(info, ("", "")))]
+    sections = [("Run", table(info, ("", ""))), *generation_sections(run)]
     if run.metadata:
         sections.append(("Metadata", table(sorted(run.metadata.items()), ("key", "value"))))
     data = run.arrays()
@@ -102,10 +157,10 @@ def write(path: Path, content: str) -> Path:
     return path
 
 
-def run_report(ref: int | str | os.PathLike[str], data_dir: str | os.PathLike[str] | None = None,
-               out: Path | None = None) -> Path:
-    """One self-contained HTML page for a run (by id, GUID or HDF5 path)."""
-    run = load_run(ref, data_dir)
+def run_report(ref: int | str | os.PathLike[str] | RunData,
+               data_dir: str | os.PathLike[str] | None = None, out: Path | None = None) -> Path:
+    """One self-contained HTML page for a run (by id, GUID, HDF5 path or already loaded)."""
+    run = ref if isinstance(ref, RunData) else load_run(ref, data_dir)
     folder = resolve_data_dir(data_dir) / "reports"
     out = out or folder / f"run_{run.run_id:05d}_{run.name}.html"
     return write(out, page(f"qnetlab run {run.run_id}: {run.name}", run_sections(run)))
@@ -128,13 +183,13 @@ def dashboard(store: Any, calibrations: Sequence[Any], targets: dict[str, list[s
                     "failed", "held") else "stale"
             rows.append((f"{cal.name}:{target}", st.last_outcome if st else "-", age,
                          f"{cal.timeout_s / 3600:g} h", fresh, st.detail if st else ""))
-    records = [(f"{q}:{t}", f"{r.value:.6g} {r.unit}", f"{r.uncertainty:.2g}" if r.uncertainty
-                else "", r.status, f"{r.lab_time:.0f}", r.source_run or "")
+    records = [(f"{q}:{t}", plus_minus(r.value, r.uncertainty, r.unit), r.status,
+                f"{r.lab_time:.0f}", r.source_run or "")
                for (q, t), r in sorted(store.state().items())]
     held = [(r.id, f"{r.quantity}:{r.target}", r.value, r.note) for r in store.held()]
     sections = [("Calibration nodes", table(rows, ("node", "last outcome", "age", "timeout",
                                                    "state", "detail"))),
-                ("Current values", table(records, ("quantity:target", "value", "+-", "status",
+                ("Current values", table(records, ("quantity:target", "value", "status",
                                                    "lab time (s)", "source run"))),
                 ("Held for approval", table(held, ("record", "quantity:target", "value",
                                                    "reason")) if held else "<p>none</p>")]

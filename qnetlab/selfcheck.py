@@ -136,18 +136,28 @@ def _physics_checks(rm) -> list[Check]:
                          f"cavity dip at {dip_nm:.4f} nm (depth {depth:.2f}); MXC {before * 1e3:.2f}"
                          f" mK -> {after * 1e3:.2f} mK after 10 min of CW pump at 10 dBm"))
     for name, link in lab.links.items():
-        qnu = _open(rm, f"TCPIP0::qnu-{link.node_a.name}.lab::inst0::INSTR")
-        rid = qnu.query("LINK1:CRE? 20,0,3600,M,Z,Z")
-        rm.visalib.clock.advance(3600)
-        status = qnu.query(f"LINK1:REQ? {rid}")
-        rows = qnu.query_binary_values(f"LINK1:RES? {rid}", datatype="d", container=np.array)
-        rows = rows.reshape(-1, 6)
-        patterns = np.unique(rows[:, 2]).astype(int).tolist() if rows.size else []
-        rate = len(rows) / max(rows[-1, 1] - rows[0, 1], 1e-9) if len(rows) > 1 else 0.0
-        out.append(Check(f"link {name}", status.startswith(("DONE", "EXPIRED")),
-                         f"request {rid}: {status}; detector patterns {patterns}; "
-                         f"uncalibrated herald rate {rate:.3g}/s"))
+        out.append(link_request_check(rm, name, link.node_a.name))
     return out
+
+
+def link_request_check(rm, name: str, node: str, pairs: int = 20,
+                       max_time_s: float = 3600.0) -> Check:
+    """Ask ``node``'s QNU for ``pairs`` measured pairs on link ``name`` within ``max_time_s``
+    of lab time. The link passes only when the request is DONE: an EXPIRED request delivered
+    fewer pairs than asked, so the link does not work as it should."""
+    qnu = _open(rm, f"TCPIP0::qnu-{node}.lab::inst0::INSTR")
+    rid = qnu.query(f"LINK1:CRE? {pairs},0,{max_time_s:g},M,Z,Z")
+    rm.visalib.clock.advance(max_time_s)
+    status = qnu.query(f"LINK1:REQ? {rid}")
+    rows = qnu.query_binary_values(f"LINK1:RES? {rid}", datatype="d", container=np.array)
+    rows = rows.reshape(-1, 6)
+    patterns = np.unique(rows[:, 2]).astype(int).tolist() if rows.size else []
+    rate = len(rows) / max(rows[-1, 1] - rows[0, 1], 1e-9) if len(rows) > 1 else 0.0
+    done = status.startswith("DONE")
+    why = "" if done else f" (not DONE: {len(rows)} of {pairs} pairs in {max_time_s:g} s)"
+    return Check(f"link {name}", done,
+                 f"request {rid}: {status}{why}; detector patterns {patterns}; "
+                 f"uncalibrated herald rate {rate:.3g}/s")
 
 
 def main(argv: list[str] | None = None) -> int:

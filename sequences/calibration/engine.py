@@ -37,6 +37,7 @@ import networkx as nx
 
 from qnetlab.runstore import Run, RunStore
 from qnetlab.stations import StationBundle, Topology
+from qnetlab.uncertain import plus_minus
 
 from .lock import CalibrationLock, print_waiting
 from .store import CalibrationStore, NodeState, Record
@@ -508,5 +509,4 @@ class Calibrator:
 
 
 def _describe(update: Update, unit: str) -> str:
-    err = f" +- {update.uncertainty:.3g}" if update.uncertainty else ""
-    return f"{update.quantity} = {update.value:.6g}{err} {unit}".rstrip()
+    return f"{update.quantity} = {plus_minus(update.value, update.uncertainty, unit)}"

@@ -139,6 +139,27 @@ def chsh(setting_a: np.ndarray, setting_b: np.ndarray, out_a: np.ndarray,
     return Chsh(float(s), float(np.sqrt(var)), e, n)
 
 
+MIN_PAIRS_PER_CORRELATOR = 2
+"""Pairs each of XX, YY and ZZ needs before its mean and standard error mean anything."""
+
+
+def correlator_shortfall(basis_a: np.ndarray, basis_b: np.ndarray) -> str | None:
+    """Why :func:`correlator_fidelity` cannot estimate anything from these bases (None: it can).
+
+    The quick fidelity needs pairs measured in the same basis at both ends, in each of X, Y
+    and Z; with fewer than ``MIN_PAIRS_PER_CORRELATOR`` in one of them it would return nan (no
+    pair) or a zero standard error (one pair), neither of which is an estimate."""
+    basis_a, basis_b = np.asarray(basis_a), np.asarray(basis_b)
+    same = {b: int(((basis_a == b) & (basis_b == b)).sum()) for b in ("X", "Y", "Z")}
+    if min(same.values()) >= MIN_PAIRS_PER_CORRELATOR:
+        return None
+    got = ", ".join(f"{b}{b} {n}" for b, n in same.items())
+    return (f"cannot estimate the fidelity from {basis_a.size} measured pair"
+            f"{'' if basis_a.size == 1 else 's'}: it needs at least {MIN_PAIRS_PER_CORRELATOR} "
+            f"pairs measured in each of XX, YY and ZZ (got {got}); about a third of the pairs "
+            "land in one of them, so ask for a few hundred pairs")
+
+
 def correlator_fidelity(basis_a: np.ndarray, basis_b: np.ndarray, out_a: np.ndarray,
                         out_b: np.ndarray) -> tuple[float, float]:
     """Quick fidelity to Psi+ from <XX>, <YY>, <ZZ>: F = (1 + <XX> + <YY> - <ZZ>) / 4."""

@@ -1,5 +1,10 @@
 """The link check: a short entanglement run whose fidelity decides whether a link is ready.
-It sits at the end of the calibration graph, after the link phase."""
+It sits at the end of the calibration graph, after the link phase.
+
+The rule (docs/calibration.md): a link is ready when its measured fidelity F (the quick
+estimate from <XX>, <YY>, <ZZ>) is at least ``threshold`` (0.6). The same rule decides the
+short check and the full calibration; a measurement below it is never passed on the strength of
+its error bar (F = 0.574 +- 0.065 is not ready)."""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ from qnetlab.sequences.calibration.engine import (
     Quantity,
     Update,
 )
+from qnetlab.uncertain import plus_minus
 
 from .generation import generate
 from .verification import quick_fidelity
@@ -49,17 +55,27 @@ class LinkCheck(Calibration):
             f, err, rate, _ = self._measure(ctx, target, self.check_pairs, "check")
         except CalibrationFailed as exc:
             return Check(Outcome.BAD_DATA, str(exc))
-        detail = f"F = {f:.3f} +- {err:.3f} at {rate:.1f} heralds/s"
-        if f + 2 * err >= self.threshold:  # a short check: consistent with ready is enough
+        return self.judge(f, err, rate)
+
+    def ready(self, fidelity: float) -> bool:
+        """The acceptance rule: the measured F is at least ``threshold`` (nan is not ready)."""
+        return bool(fidelity >= self.threshold)
+
+    def judge(self, fidelity: float, err: float, rate: float) -> Check:
+        """The check's outcome for a measured F: in spec when ready, out of spec when close
+        (within 0.25, worth a recalibration), else bad data (something upstream is wrong)."""
+        detail = (f"F = {plus_minus(fidelity, err)} at {rate:.1f} heralds/s "
+                  f"({'ready' if self.ready(fidelity) else 'not ready'}: F >= {self.threshold:g})")
+        if self.ready(fidelity):
             return Check(Outcome.IN_SPEC, detail)
-        return Check(Outcome.OUT_OF_SPEC if f >= self.threshold - 0.25 else Outcome.BAD_DATA,
-                     detail)
+        close = fidelity >= self.threshold - 0.25
+        return Check(Outcome.OUT_OF_SPEC if close else Outcome.BAD_DATA, detail)
 
     def calibrate(self, ctx: CalContext, target: str) -> list[Update]:
         f, err, rate, _ = self._measure(ctx, target, self.pairs, "calibrate")
-        if f < self.threshold:
-            raise CalibrationFailed(f"link {target} not ready: F = {f:.3f} +- {err:.3f} below "
-                                    f"{self.threshold}")
+        if not self.ready(f):
+            raise CalibrationFailed(f"link {target} not ready: F = {plus_minus(f, err)} below "
+                                    f"{self.threshold:g}")
         return [Update("link_fidelity", f, err), Update("link_rate_hz", rate)]
 
 

@@ -9,15 +9,30 @@ import numpy as np
 
 from qnetlab.runstore import RunStore
 from qnetlab.stations import StationBundle
+from qnetlab.uncertain import plus_minus, sigmas
 
 from . import plots
-from .estimators import Chsh, Tomography, chsh, correlator_fidelity, counts_from_outcomes, tomography
+from .estimators import (
+    Chsh,
+    Tomography,
+    chsh,
+    correlator_fidelity,
+    correlator_shortfall,
+    counts_from_outcomes,
+    tomography,
+)
 from .frames import correct, herald_paulis
 from .generation import Generation, generate
 
 TOMOGRAPHY_BASES = ("X", "Y", "Z")
 CHSH_A = ("A0", "A90")  # Z, X
 CHSH_B = ("A-45", "A45")
+SEPARABLE_FIDELITY = 0.5
+"""No separable state has a fidelity above 1/2 to a Bell state: F > 1/2 witnesses entanglement."""
+LOCAL_BOUND = 2.0
+"""|S| of any local hidden-variable model; above it the pairs violate the CHSH inequality."""
+CLAIM_SIGMAS = 3.0
+"""Standard errors beyond the bound before a claim is made (3: a 0.13 % one-sided chance)."""
 
 
 def corrected(gen: Generation) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -36,6 +51,59 @@ def tomography_of(gen: Generation, bootstrap: int = 50) -> Tomography:
 def quick_fidelity(gen: Generation) -> tuple[float, float]:
     """Fidelity to the heralded Bell state from <XX>, <YY>, <ZZ> (no MLE)."""
     return correlator_fidelity(*corrected(gen))
+
+
+def fidelity_estimate(gen: Generation) -> tuple[float, float, str | None]:
+    """(F, standard error, None), or (nan, nan, why it cannot be estimated) when the run's
+    bases or its number of pairs do not allow it."""
+    if not {"X", "Y", "Z"} <= set(gen.bases[0]) & set(gen.bases[1]):
+        return (float("nan"), float("nan"),
+                f"the fidelity needs bases X, Y and Z at both ends (this run: "
+                f"{','.join(gen.bases[0])} / {','.join(gen.bases[1])})")
+    ba, bb, oa, ob = corrected(gen)
+    reason = correlator_shortfall(ba, bb)
+    if reason is not None:
+        return float("nan"), float("nan"), reason
+    f, err = correlator_fidelity(ba, bb, oa, ob)
+    return f, err, None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One claim about measured pairs: does ``value`` exceed ``bound`` by ``CLAIM_SIGMAS``?"""
+
+    claim: str
+    symbol: str
+    value: float
+    err: float
+    bound: float
+
+    @property
+    def sigmas(self) -> float:
+        return sigmas(self.value, self.err, self.bound)
+
+    @property
+    def holds(self) -> bool:
+        return self.sigmas >= CLAIM_SIGMAS
+
+    def line(self) -> str:
+        """``claim: yes|no (symbol = v +- e, N standard errors above|below bound)``."""
+        z = self.sigmas
+        side = "above" if z >= 0 else "below"
+        need = "" if self.holds or z < 0 else f"; {CLAIM_SIGMAS:g} needed"
+        return (f"{self.claim}: {'yes' if self.holds else 'no'} ({self.symbol} = "
+                f"{plus_minus(self.value, self.err)}, {abs(z):.1f} standard errors {side} "
+                f"{self.bound:g}{need})")
+
+
+def entanglement_verdict(fidelity: float, err: float) -> Verdict:
+    """Entanglement is witnessed when F exceeds 1/2 by ``CLAIM_SIGMAS`` standard errors."""
+    return Verdict("entanglement witnessed", "F", fidelity, err, SEPARABLE_FIDELITY)
+
+
+def bell_verdict(result: Chsh) -> Verdict:
+    """The CHSH inequality is violated when |S| exceeds 2 by ``CLAIM_SIGMAS`` standard errors."""
+    return Verdict("Bell violation", "|S|", abs(result.s), result.s_err, LOCAL_BOUND)
 
 
 def chsh_of(gen: Generation) -> Chsh:
@@ -59,6 +127,11 @@ class Verification:
     tomography_run: Generation
     chsh_run: Generation
     figure: Any = None
+
+    def verdicts(self) -> tuple[Verdict, Verdict]:
+        """(entanglement witnessed, Bell violation) of this verification."""
+        return (entanglement_verdict(self.tomography.fidelity, self.tomography.fidelity_err),
+                bell_verdict(self.chsh))
 
     def summary(self) -> dict[str, float]:
         return {"fidelity": self.tomography.fidelity, "fidelity_err": self.tomography.fidelity_err,
@@ -84,3 +157,24 @@ def verify(bundle: StationBundle, link: str, pairs: int = 2000, *, protocol: str
                                        f"{link}: heralds of the tomography run"),
                tomo_gen.extra.get("hdf5_path"), "heralds")
     return Verification(result, chsh_of(chsh_gen), tomo_gen, chsh_gen, path)
+
+
+def generation_from_run(run: Any) -> Generation | None:
+    """The pairs of a finished or killed generation run, read back from its ``heralds`` stream
+    (``run`` is a :class:`qnetlab.runread.RunData`); None for a run without one."""
+    heralds = run.streams.get("heralds")
+    meta = run.metadata or {}
+    if not heralds or "bases" not in meta:
+        return None
+    bases = (tuple(meta["bases"][0]), tuple(meta["bases"][1]))
+    times = np.asarray(heralds["herald_time_s"], float)
+    start = float(run.attrs.get("lab_time_start", times[0] if times.size else 0.0))
+    return Generation(
+        link=str(meta.get("link", "")), ends=tuple(meta.get("ends", ("", ""))),  # type: ignore[arg-type]
+        protocol=str(meta.get("protocol", "")), request_id=-1,
+        requested=int(meta.get("pairs", times.size)), bases=bases, herald_time_s=times,
+        pattern=np.asarray(heralds["pattern"]), attempts=np.asarray(heralds["attempts"]),
+        basis_index=(np.asarray(heralds["basis_a"], int), np.asarray(heralds["basis_b"], int)),
+        outcome=(np.asarray(heralds["outcome_a"], float), np.asarray(heralds["outcome_b"], float)),
+        started_s=start, ended_s=float(times[-1]) if times.size else start,
+        state=str(run.status), run_guid=run.guid, extra={"hdf5_path": run.hdf5_path})
