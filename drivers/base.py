@@ -182,6 +182,10 @@ class QnetlabVisaInstrument(_GuardedParsers, VisaInstrument):
 
     #: Write heads that are actions, not settings: never replayed after a reset.
     ACTIONS: ClassVar[tuple[str, ...]] = ()
+    #: Write heads of settings that make the instrument emit light or heat (laser output,
+    #: shutter, heater range and output): never replayed after a reset, so that emission and
+    #: heating return only through an explicit call, never by themselves.
+    EMITS_OR_HEATS: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, name: str, address: str, *, check_queries: bool = False,
                  clock: Clock | None = None, print_connect_message: bool = True,
@@ -313,10 +317,21 @@ class QnetlabVisaInstrument(_GuardedParsers, VisaInstrument):
         self._remember(cmd)
 
     # --- recovery ------------------------------------------------------------------------------
+    def safe_state(self) -> None:
+        """Put every emitter and heater of the instrument into its safe state (default: the
+        instrument has none). Called on interrupts, signals and watchdog trips."""
+
+    def after_reset(self) -> None:
+        """Called once the settings are back after a power-on reset (default: nothing).
+        Drivers of emitters close what a power-on default could have left open."""
+
     def _remember(self, cmd: str) -> None:
-        """Keep the last value of every setting, to put back after the instrument resets."""
+        """Keep the last value of every setting, to put back after the instrument resets;
+        settings that emit or heat (:attr:`EMITS_OR_HEATS`) are never kept."""
         head, sep, args = cmd.partition(" ")
         if not sep or "?" in head or cmd.startswith(self.ACTIONS):
+            return
+        if cmd.startswith(self.EMITS_OR_HEATS):
             return
         key = f"{head} {args.split(',')[0]}" if "," in args else head
         self._settings.pop(key, None)
@@ -377,7 +392,8 @@ class QnetlabVisaInstrument(_GuardedParsers, VisaInstrument):
         self.check_reset()
 
     def check_reset(self) -> bool:
-        """Detect a power-on reset (``*ESR?`` bit 7); if so, put every setting back."""
+        """Detect a power-on reset (``*ESR?`` bit 7); if so, put every setting back except
+        those that emit or heat (see :attr:`EMITS_OR_HEATS`), then :meth:`after_reset`."""
         policy, self.recovery = self.recovery, None
         try:
             if isinstance(self.error_reporting, StandardEventStatus):
@@ -393,8 +409,11 @@ class QnetlabVisaInstrument(_GuardedParsers, VisaInstrument):
         finally:
             self.recovery = policy
         if reset:
+            self.after_reset()
+            heads = ", ".join(h.strip() for h in self.EMITS_OR_HEATS)
+            held = f"; emission and heating left off ({heads} not re-applied)" if heads else ""
             self._recovered("reset", f"instrument reset itself; {len(self._settings)} settings "
-                            "re-applied")
+                            f"re-applied{held}")
         return reset
 
     def ask_raw(self, cmd: str) -> str:

@@ -155,7 +155,10 @@ class Watchdog:
         if self.state is State.ABORTED:
             raise SequenceAborted("the watchdog aborted this sequence earlier")
         for check in self.health:
-            check()
+            if check() is True:
+                owner = getattr(getattr(check, "__self__", None), "name", "an instrument")
+                self._event("instrument_reset", f"{owner} reset itself; settings re-applied, "
+                            "emission and heating left off")
         trips = self._trips()
         if not trips:
             self.last_clear_poll = self.clock.now()
