@@ -321,6 +321,11 @@ class QnetlabVisaInstrument(_GuardedParsers, VisaInstrument):
         """Put every emitter and heater of the instrument into its safe state (default: the
         instrument has none). Called on interrupts, signals and watchdog trips."""
 
+    def safety_readback(self) -> str:
+        """The state of the instrument's emitters and heaters, read back from it (empty when
+        it has none): what an operator checks after :meth:`safe_state`."""
+        return ""
+
     def after_reset(self) -> None:
         """Called once the settings are back after a power-on reset (default: nothing).
         Drivers of emitters close what a power-on default could have left open."""

@@ -246,6 +246,10 @@ class QnetlabFridgeController(QnetlabVisaInstrument):
         if self.still_heater() != self.still_idle_percent:
             self.still_heater(self.still_idle_percent)
 
+    def safety_readback(self) -> str:
+        return (f"MXC heater {self.mxc_heater.range()} ({self.mxc_heater.mode()}), still "
+                f"heater {self.still_heater():g} % (idle {self.still_idle_percent:g} %)")
+
     def reset_interlock(self) -> None:
         """Clear a latched trip; raises InstrumentError while the condition persists."""
         self._triton_set("SET:SYS:INTLK:RST")

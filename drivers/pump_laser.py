@@ -282,6 +282,10 @@ class QnetlabPumpLaser(QnetlabVisaInstrument):
         self.safe_off()
         self.aom.trigger("bus")
 
+    def safety_readback(self) -> str:
+        return (f"output {'on' if self.output() else 'off'}, shutter {self.shutter()}, "
+                f"AOM trigger {self.aom.trigger()}, {self.power_actual():.0f} dBm emitted")
+
     def after_reset(self) -> None:
         """Whatever the power-on defaults, the laser stays dark after a reset."""
         self.safe_off()

@@ -129,6 +129,9 @@ class Watchdog:
         self._clear_since: float | None = None
         self.last_trip: dict[str, Any] | None = None
         self.last_clear_poll: float | None = None
+        #: Called first at every poll of the sequence's own waits: raises to stop the sequence
+        #: at this safe point (the CLI's pending SIGTERM/SIGHUP).
+        self.stop_check: Callable[[], None] | None = None
 
     def _event(self, kind: str, detail: str) -> None:
         event = {"lab_time": self.clock.now(), "kind": kind, "detail": detail}
@@ -154,6 +157,8 @@ class Watchdog:
         """Check once; act on the result. Raises SequenceAborted on a hard trip."""
         if self.state is State.ABORTED:
             raise SequenceAborted("the watchdog aborted this sequence earlier")
+        if self.stop_check is not None:
+            self.stop_check()
         for check in self.health:
             if check() is True:
                 owner = getattr(getattr(check, "__self__", None), "name", "an instrument")
@@ -273,6 +278,27 @@ def default_watchdog(bundle: StationBundle, *, ceiling_k: float = 0.02,
               if hasattr(c, "check_reset")]
     return Watchdog(bundle.clock, conditions, safe, resume, poll_s, settle_s, on_event,
                     health=resets)
+
+
+def station_safe_state(bundle: StationBundle) -> dict[str, str]:
+    """Every emitter and heater of the station into its safe state, then read back.
+
+    Best effort on every instrument: one that fails does not keep the others emitting or
+    heating. Returns ``{instrument: read-back state}`` (or the reason it could not be made
+    safe), for the one line an operator sees and for the run's events."""
+    states: dict[str, str] = {}
+    for name, component in bundle.station.components.items():
+        if not hasattr(component, "safe_state"):
+            continue
+        try:
+            component.safe_state()
+            readback = component.safety_readback()
+        except Exception as exc:  # keep going: the other instruments must still be made safe
+            states[name] = f"NOT SAFE: {type(exc).__name__}: {' '.join(str(exc).split())}"
+            continue
+        if readback:
+            states[name] = readback
+    return states
 
 
 @contextmanager
