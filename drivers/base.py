@@ -14,7 +14,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
@@ -193,6 +195,9 @@ class QnetlabVisaInstrument(_GuardedParsers, VisaInstrument):
                  **kwargs: Unpack[VisaInstrumentKWArgs]) -> None:
         self.power_on_seen = False
         self.recovery = None  # not during the connection itself
+        self._io_lock = threading.RLock()
+        self._io_depth = 0
+        self._io_owner: int | None = None
         self._visalib_spec = kwargs.get("visalib")
         self._settings: dict[str, str] = {}
         super().__init__(name, address, **kwargs)
@@ -221,6 +226,27 @@ class QnetlabVisaInstrument(_GuardedParsers, VisaInstrument):
         self._clock = value
 
     # --- I/O ---------------------------------------------------------------------------------
+    @contextmanager
+    def exchange(self) -> Iterator[None]:
+        """One exchange with the instrument (a write and its reply or error check): other
+        threads (the hardware watchdog) wait until it is over, so replies never interleave."""
+        with self._io_lock:
+            if self._io_depth == 0:
+                self._io_owner = threading.get_ident()
+            self._io_depth += 1
+            try:
+                yield
+            finally:
+                self._io_depth -= 1
+                if self._io_depth == 0:
+                    self._io_owner = None
+
+    @property
+    def in_exchange(self) -> bool:
+        """True while this thread is inside an exchange with the instrument (for a watchdog
+        polling from inside a long simulated measurement: this session must not be used)."""
+        return self._io_depth > 0 and self._io_owner == threading.get_ident()
+
     def _setup_lean_io(self) -> None:
         handle = self.visa_handle
         self._wterm = (handle.write_termination or "").encode(handle.encoding)
@@ -278,8 +304,9 @@ class QnetlabVisaInstrument(_GuardedParsers, VisaInstrument):
 
     def _query_once(self, cmd: str) -> str:
         try:
-            self._send(cmd)
-            reply = self._receive(cmd).decode(self.visa_handle.encoding)
+            with self.exchange():
+                self._send(cmd)
+                reply = self._receive(cmd).decode(self.visa_handle.encoding)
         except KeyboardInterrupt:
             self._resync()
             raise
@@ -291,11 +318,13 @@ class QnetlabVisaInstrument(_GuardedParsers, VisaInstrument):
 
     def _query_binary(self, cmd: str) -> bytes:
         """Write ``cmd`` and return the payload of the IEEE-488.2 definite-length block reply."""
-        self._send(cmd)
-        raw = self._receive(cmd)
-        if not raw.startswith(b"#"):
-            messages = self.error_reporting.drain(self)
-            raise InstrumentError(self.name, cmd, messages or [f"not a binary block: {raw[:40]!r}"])
+        with self.exchange():
+            self._send(cmd)
+            raw = self._receive(cmd)
+            if not raw.startswith(b"#"):
+                messages = self.error_reporting.drain(self)
+                raise InstrumentError(self.name, cmd,
+                                      messages or [f"not a binary block: {raw[:40]!r}"])
         n = int(raw[1:2])
         length = int(raw[2 : 2 + n]) if n else len(raw) - 2
         return raw[2 + n : 2 + n + length]
@@ -308,12 +337,13 @@ class QnetlabVisaInstrument(_GuardedParsers, VisaInstrument):
             self.visa_log.exception("device clear after interrupt failed")
 
     def write_raw(self, cmd: str) -> None:
-        try:
-            self._with_recovery(cmd, lambda: self._send(cmd))
-        except KeyboardInterrupt:
-            self._resync()
-            raise
-        self.raise_on_errors(cmd)
+        with self.exchange():  # the write and its error check, not split by another thread
+            try:
+                self._with_recovery(cmd, lambda: self._send(cmd))
+            except KeyboardInterrupt:
+                self._resync()
+                raise
+            self.raise_on_errors(cmd)
         self._remember(cmd)
 
     # --- recovery ------------------------------------------------------------------------------
@@ -401,16 +431,8 @@ class QnetlabVisaInstrument(_GuardedParsers, VisaInstrument):
         those that emit or heat (see :attr:`EMITS_OR_HEATS`), then :meth:`after_reset`."""
         policy, self.recovery = self.recovery, None
         try:
-            if isinstance(self.error_reporting, StandardEventStatus):
-                self.error_reporting.drain(self)
-                reset = self.power_on_seen
-            else:
-                reset = bool(int(self._query_once("*ESR?")) & StandardEventStatus.POWER_ON)
-            self.power_on_seen = False
-            if reset:
-                for cmd in list(self._settings.values()):
-                    self._send(cmd)
-                self.raise_on_errors("settings re-applied after a reset")
+            with self.exchange():
+                reset = self._replay_after_reset()
         finally:
             self.recovery = policy
         if reset:
@@ -421,10 +443,24 @@ class QnetlabVisaInstrument(_GuardedParsers, VisaInstrument):
                             f"re-applied{held}")
         return reset
 
+    def _replay_after_reset(self) -> bool:
+        if isinstance(self.error_reporting, StandardEventStatus):
+            self.error_reporting.drain(self)
+            reset = self.power_on_seen
+        else:
+            reset = bool(int(self._query_once("*ESR?")) & StandardEventStatus.POWER_ON)
+        self.power_on_seen = False
+        if reset:
+            for cmd in list(self._settings.values()):
+                self._send(cmd)
+            self.raise_on_errors("settings re-applied after a reset")
+        return reset
+
     def ask_raw(self, cmd: str) -> str:
-        reply = self._query(cmd)
-        if self.check_queries:
-            self.raise_on_errors(cmd)
+        with self.exchange():
+            reply = self._query(cmd)
+            if self.check_queries:
+                self.raise_on_errors(cmd)
         return reply
 
     def raise_on_errors(self, cmd: str = "(error check)") -> None:
