@@ -75,6 +75,8 @@ def test_second_process_is_refused_naming_the_holder_and_a_dead_holder_is_taken_
     finally:
         if holder.poll() is None:
             holder.kill()
+            holder.wait(timeout=60)
+        holder.stdout.close()
 
 
 def test_a_released_station_is_free_again_without_a_takeover(hw_station):
