@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
@@ -166,6 +165,30 @@ class QnetlabChannel(_GuardedParsers, InstrumentChannel):
     """A channel of a qnetlab driver (parsers guarded like the instrument's)."""
 
 
+class _Exchange:
+    """The re-entrant context of :meth:`QnetlabVisaInstrument.exchange` (a plain class: it
+    sits on every query's path, where a generator-based context manager costs more)."""
+
+    __slots__ = ("inst",)
+
+    def __init__(self, inst: QnetlabVisaInstrument) -> None:
+        self.inst = inst
+
+    def __enter__(self) -> None:
+        inst = self.inst
+        inst._io_lock.acquire()
+        if inst._io_depth == 0:
+            inst._io_owner = threading.get_ident()
+        inst._io_depth += 1
+
+    def __exit__(self, *exc: object) -> None:
+        inst = self.inst
+        inst._io_depth -= 1
+        if inst._io_depth == 0:
+            inst._io_owner = None
+        inst._io_lock.release()
+
+
 class QnetlabVisaInstrument(_GuardedParsers, VisaInstrument):
     """Base of qnetlab drivers: error checks, timeouts, lean I/O, the lab clock.
 
@@ -198,6 +221,7 @@ class QnetlabVisaInstrument(_GuardedParsers, VisaInstrument):
         self._io_lock = threading.RLock()
         self._io_depth = 0
         self._io_owner: int | None = None
+        self._exchange = _Exchange(self)
         self._visalib_spec = kwargs.get("visalib")
         self._settings: dict[str, str] = {}
         super().__init__(name, address, **kwargs)
@@ -226,20 +250,11 @@ class QnetlabVisaInstrument(_GuardedParsers, VisaInstrument):
         self._clock = value
 
     # --- I/O ---------------------------------------------------------------------------------
-    @contextmanager
-    def exchange(self) -> Iterator[None]:
-        """One exchange with the instrument (a write and its reply or error check): other
-        threads (the hardware watchdog) wait until it is over, so replies never interleave."""
-        with self._io_lock:
-            if self._io_depth == 0:
-                self._io_owner = threading.get_ident()
-            self._io_depth += 1
-            try:
-                yield
-            finally:
-                self._io_depth -= 1
-                if self._io_depth == 0:
-                    self._io_owner = None
+    def exchange(self) -> _Exchange:
+        """One exchange with the instrument (a write and its reply or error check), as a
+        re-entrant context: other threads (the hardware watchdog) wait until it is over, so
+        replies never interleave."""
+        return self._exchange
 
     @property
     def in_exchange(self) -> bool:
@@ -457,10 +472,11 @@ class QnetlabVisaInstrument(_GuardedParsers, VisaInstrument):
         return reset
 
     def ask_raw(self, cmd: str) -> str:
+        if not self.check_queries:
+            return self._query(cmd)  # one exchange (locked inside)
         with self.exchange():
             reply = self._query(cmd)
-            if self.check_queries:
-                self.raise_on_errors(cmd)
+            self.raise_on_errors(cmd)
         return reply
 
     def raise_on_errors(self, cmd: str = "(error check)") -> None:
