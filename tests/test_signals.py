@@ -78,3 +78,25 @@ def test_any_end_of_an_operated_sequence_makes_emitters_and_heaters_safe(sim_sta
     assert fridge.mxc_heater.range() == "off" and fridge.mxc_heater.mode() == "off"
     assert fridge.still_heater() == pytest.approx(idle)
     assert stop.value.safe_state["pump_alice"].startswith("output off, shutter closed")
+
+
+def test_a_swallowed_signal_stops_the_sequence_at_its_next_wait_and_never_twice(sim_station,
+                                                                               qnetlab_store):
+    from qnetlab.cli import SignalStop, _SignalStopper
+
+    stopper = _SignalStopper()
+    try:
+        stopper(signal.SIGTERM, None)
+    except SignalStop:
+        pass  # e.g. raised inside a __del__, where Python only prints it
+    bundle = sim_station.bundle
+    previous = signal.signal(signal.SIGTERM, stopper)
+    try:
+        with pytest.raises(SignalStop) as stop, operating(bundle, qnetlab_store) as safe:
+            safe.clock.sleep(10.0)  # the sequence's next wait is its safe point
+        assert stop.value.signum == signal.SIGTERM
+        assert set(stop.value.safe_state) >= {"pump_alice", "pump_bob"}
+        stopper(signal.SIGTERM, None)  # a second signal during/after the cleanup: no raise
+        stopper.check()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
