@@ -175,7 +175,10 @@ class Watchdog:
     def poll(self) -> State:
         """Check once; act on the result. Raises SequenceAborted on a hard trip."""
         if self.state is State.ABORTED:
-            raise SequenceAborted("the watchdog aborted this sequence earlier")
+            why = next((e["detail"] for e in reversed(self.events) if e["kind"] == "aborted"),
+                       "")
+            raise SequenceAborted(f"the watchdog aborted this sequence earlier: hard interlock "
+                                  f"trip: {why}")
         if self.stop_check is not None:
             self.stop_check()
         with self._poll_lock:

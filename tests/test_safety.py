@@ -193,8 +193,8 @@ def test_watchdog_acts_within_one_poll_of_the_true_crossing_inside_a_long_call(s
     start = bundle.clock.now()
     lab.library.faults.excursion("alice", power_w=200e-6, duration_s=3600, start_in_s=30)
     done_at, readings = [], []
-    with pytest.raises(SequenceAborted), guarded(bundle, watchdog) as safe, \
-            pumps_emitting(pump):
+    with pytest.raises(SequenceAborted, match="fridge interlock TRIP_TEMP"), \
+            guarded(bundle, watchdog) as safe, pumps_emitting(pump):
         for _ in range(6):  # 600 s of lab time in six blocking calls, no wait in between
             readings.append(qnu.transducer.efficiency())
             done_at.append(bundle.clock.now())
