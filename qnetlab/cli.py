@@ -409,6 +409,7 @@ def run_cli(argv: list[str] | None = None,
 
     from qnetlab.errors import QnetlabError
 
+    _no_library_tracebacks()
     try:
         with _signals_stop():
             entry.main(args=argv, prog_name="qnetlab", standalone_mode=False)
@@ -430,6 +431,16 @@ def run_cli(argv: list[str] | None = None,
     except SystemExit as exc:
         return int(exc.code or 0)
     return 0
+
+
+def _no_library_tracebacks() -> None:
+    """QCoDeS logs a traceback when a measurement ends with an exception (also an interrupt);
+    it is kept in the run's own metadata, so the terminal shows only the one line."""
+    import logging
+
+    logger = logging.getLogger("qcodes.dataset.measurements")
+    if not any(isinstance(h, logging.NullHandler) for h in logger.handlers):
+        logger.addHandler(logging.NullHandler())
 
 
 def _stopped(cause: BaseException | None) -> int:
