@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
@@ -164,6 +165,30 @@ class QnetlabChannel(_GuardedParsers, InstrumentChannel):
     """A channel of a qnetlab driver (parsers guarded like the instrument's)."""
 
 
+class _Exchange:
+    """The re-entrant context of :meth:`QnetlabVisaInstrument.exchange` (a plain class: it
+    sits on every query's path, where a generator-based context manager costs more)."""
+
+    __slots__ = ("inst",)
+
+    def __init__(self, inst: QnetlabVisaInstrument) -> None:
+        self.inst = inst
+
+    def __enter__(self) -> None:
+        inst = self.inst
+        inst._io_lock.acquire()
+        if inst._io_depth == 0:
+            inst._io_owner = threading.get_ident()
+        inst._io_depth += 1
+
+    def __exit__(self, *exc: object) -> None:
+        inst = self.inst
+        inst._io_depth -= 1
+        if inst._io_depth == 0:
+            inst._io_owner = None
+        inst._io_lock.release()
+
+
 class QnetlabVisaInstrument(_GuardedParsers, VisaInstrument):
     """Base of qnetlab drivers: error checks, timeouts, lean I/O, the lab clock.
 
@@ -182,6 +207,10 @@ class QnetlabVisaInstrument(_GuardedParsers, VisaInstrument):
 
     #: Write heads that are actions, not settings: never replayed after a reset.
     ACTIONS: ClassVar[tuple[str, ...]] = ()
+    #: Write heads of settings that make the instrument emit light or heat (laser output,
+    #: shutter, heater range and output): never replayed after a reset, so that emission and
+    #: heating return only through an explicit call, never by themselves.
+    EMITS_OR_HEATS: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, name: str, address: str, *, check_queries: bool = False,
                  clock: Clock | None = None, print_connect_message: bool = True,
@@ -189,6 +218,10 @@ class QnetlabVisaInstrument(_GuardedParsers, VisaInstrument):
                  **kwargs: Unpack[VisaInstrumentKWArgs]) -> None:
         self.power_on_seen = False
         self.recovery = None  # not during the connection itself
+        self._io_lock = threading.RLock()
+        self._io_depth = 0
+        self._io_owner: int | None = None
+        self._exchange = _Exchange(self)
         self._visalib_spec = kwargs.get("visalib")
         self._settings: dict[str, str] = {}
         super().__init__(name, address, **kwargs)
@@ -217,6 +250,18 @@ class QnetlabVisaInstrument(_GuardedParsers, VisaInstrument):
         self._clock = value
 
     # --- I/O ---------------------------------------------------------------------------------
+    def exchange(self) -> _Exchange:
+        """One exchange with the instrument (a write and its reply or error check), as a
+        re-entrant context: other threads (the hardware watchdog) wait until it is over, so
+        replies never interleave."""
+        return self._exchange
+
+    @property
+    def in_exchange(self) -> bool:
+        """True while this thread is inside an exchange with the instrument (for a watchdog
+        polling from inside a long simulated measurement: this session must not be used)."""
+        return self._io_depth > 0 and self._io_owner == threading.get_ident()
+
     def _setup_lean_io(self) -> None:
         handle = self.visa_handle
         self._wterm = (handle.write_termination or "").encode(handle.encoding)
@@ -274,8 +319,9 @@ class QnetlabVisaInstrument(_GuardedParsers, VisaInstrument):
 
     def _query_once(self, cmd: str) -> str:
         try:
-            self._send(cmd)
-            reply = self._receive(cmd).decode(self.visa_handle.encoding)
+            with self.exchange():
+                self._send(cmd)
+                reply = self._receive(cmd).decode(self.visa_handle.encoding)
         except KeyboardInterrupt:
             self._resync()
             raise
@@ -287,11 +333,13 @@ class QnetlabVisaInstrument(_GuardedParsers, VisaInstrument):
 
     def _query_binary(self, cmd: str) -> bytes:
         """Write ``cmd`` and return the payload of the IEEE-488.2 definite-length block reply."""
-        self._send(cmd)
-        raw = self._receive(cmd)
-        if not raw.startswith(b"#"):
-            messages = self.error_reporting.drain(self)
-            raise InstrumentError(self.name, cmd, messages or [f"not a binary block: {raw[:40]!r}"])
+        with self.exchange():
+            self._send(cmd)
+            raw = self._receive(cmd)
+            if not raw.startswith(b"#"):
+                messages = self.error_reporting.drain(self)
+                raise InstrumentError(self.name, cmd,
+                                      messages or [f"not a binary block: {raw[:40]!r}"])
         n = int(raw[1:2])
         length = int(raw[2 : 2 + n]) if n else len(raw) - 2
         return raw[2 + n : 2 + n + length]
@@ -304,19 +352,36 @@ class QnetlabVisaInstrument(_GuardedParsers, VisaInstrument):
             self.visa_log.exception("device clear after interrupt failed")
 
     def write_raw(self, cmd: str) -> None:
-        try:
-            self._with_recovery(cmd, lambda: self._send(cmd))
-        except KeyboardInterrupt:
-            self._resync()
-            raise
-        self.raise_on_errors(cmd)
+        with self.exchange():  # the write and its error check, not split by another thread
+            try:
+                self._with_recovery(cmd, lambda: self._send(cmd))
+            except KeyboardInterrupt:
+                self._resync()
+                raise
+            self.raise_on_errors(cmd)
         self._remember(cmd)
 
     # --- recovery ------------------------------------------------------------------------------
+    def safe_state(self) -> None:
+        """Put every emitter and heater of the instrument into its safe state (default: the
+        instrument has none). Called on interrupts, signals and watchdog trips."""
+
+    def safety_readback(self) -> str:
+        """The state of the instrument's emitters and heaters, read back from it (empty when
+        it has none): what an operator checks after :meth:`safe_state`."""
+        return ""
+
+    def after_reset(self) -> None:
+        """Called once the settings are back after a power-on reset (default: nothing).
+        Drivers of emitters close what a power-on default could have left open."""
+
     def _remember(self, cmd: str) -> None:
-        """Keep the last value of every setting, to put back after the instrument resets."""
+        """Keep the last value of every setting, to put back after the instrument resets;
+        settings that emit or heat (:attr:`EMITS_OR_HEATS`) are never kept."""
         head, sep, args = cmd.partition(" ")
         if not sep or "?" in head or cmd.startswith(self.ACTIONS):
+            return
+        if cmd.startswith(self.EMITS_OR_HEATS):
             return
         key = f"{head} {args.split(',')[0]}" if "," in args else head
         self._settings.pop(key, None)
@@ -377,29 +442,40 @@ class QnetlabVisaInstrument(_GuardedParsers, VisaInstrument):
         self.check_reset()
 
     def check_reset(self) -> bool:
-        """Detect a power-on reset (``*ESR?`` bit 7); if so, put every setting back."""
+        """Detect a power-on reset (``*ESR?`` bit 7); if so, put every setting back except
+        those that emit or heat (see :attr:`EMITS_OR_HEATS`), then :meth:`after_reset`."""
         policy, self.recovery = self.recovery, None
         try:
-            if isinstance(self.error_reporting, StandardEventStatus):
-                self.error_reporting.drain(self)
-                reset = self.power_on_seen
-            else:
-                reset = bool(int(self._query_once("*ESR?")) & StandardEventStatus.POWER_ON)
-            self.power_on_seen = False
-            if reset:
-                for cmd in list(self._settings.values()):
-                    self._send(cmd)
-                self.raise_on_errors("settings re-applied after a reset")
+            with self.exchange():
+                reset = self._replay_after_reset()
         finally:
             self.recovery = policy
         if reset:
+            self.after_reset()
+            heads = ", ".join(h.strip() for h in self.EMITS_OR_HEATS)
+            held = f"; emission and heating left off ({heads} not re-applied)" if heads else ""
             self._recovered("reset", f"instrument reset itself; {len(self._settings)} settings "
-                            "re-applied")
+                            f"re-applied{held}")
+        return reset
+
+    def _replay_after_reset(self) -> bool:
+        if isinstance(self.error_reporting, StandardEventStatus):
+            self.error_reporting.drain(self)
+            reset = self.power_on_seen
+        else:
+            reset = bool(int(self._query_once("*ESR?")) & StandardEventStatus.POWER_ON)
+        self.power_on_seen = False
+        if reset:
+            for cmd in list(self._settings.values()):
+                self._send(cmd)
+            self.raise_on_errors("settings re-applied after a reset")
         return reset
 
     def ask_raw(self, cmd: str) -> str:
-        reply = self._query(cmd)
-        if self.check_queries:
+        if not self.check_queries:
+            return self._query(cmd)  # one exchange (locked inside)
+        with self.exchange():
+            reply = self._query(cmd)
             self.raise_on_errors(cmd)
         return reply
 

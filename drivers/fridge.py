@@ -171,7 +171,12 @@ class QnetlabFridgeController(QnetlabVisaInstrument):
     pressure_p3: Parameter  #: condensing line
     pressure_p4: Parameter  #: mixture tank
 
+    #: Heater commands (MXC heater range, output mode, manual output; still heater): never
+    #: replayed after a reset, so heating returns only through an explicit call.
+    EMITS_OR_HEATS = ("RANGE ", "OUTMODE 0,", "MOUT ", "STILL ")
+
     def __init__(self, name: str, address: str, *, stages: dict[str, int] | None = None,
+                 still_idle_percent: float | None = None,
                  **kwargs: Unpack[VisaInstrumentKWArgs]) -> None:
         super().__init__(name, address, **kwargs)
         stage_list = ChannelList(self, "stages", FridgeStage, snapshotable=False)
@@ -189,6 +194,10 @@ class QnetlabFridgeController(QnetlabVisaInstrument):
             set_cmd="STILL {:.3f}", get_parser=float, vals=vals.Numbers(0, 100),
             docstring="Still heater output (drives the 3He circulation).")
         """Still heater output (drives the 3He circulation)."""
+        #: The still heater's idle setting, restored by :meth:`safe_state` (default: as found
+        #: when the station was loaded; a station file may give ``still_idle_percent``).
+        self.still_idle_percent = (self.still_heater() if still_idle_percent is None
+                                   else float(still_idle_percent))
         for gauge, what in ((1, "outer vacuum can"), (2, "still line"), (3, "condensing line"),
                             (4, "mixture tank")):
             setattr(self, f"pressure_p{gauge}", self.add_parameter(
@@ -230,6 +239,16 @@ class QnetlabFridgeController(QnetlabVisaInstrument):
 
     def _set_interlock_tmax(self, value: float) -> None:
         self._triton_set(f"SET:SYS:INTLK:TMAX:{value:.4f}")
+
+    def safe_state(self) -> None:
+        """Heaters back to idle: the MXC heater off, the still heater at its idle setting."""
+        self.mxc_heater.off()
+        if self.still_heater() != self.still_idle_percent:
+            self.still_heater(self.still_idle_percent)
+
+    def safety_readback(self) -> str:
+        return (f"MXC heater {self.mxc_heater.range()} ({self.mxc_heater.mode()}), still "
+                f"heater {self.still_heater():g} % (idle {self.still_idle_percent:g} %)")
 
     def reset_interlock(self) -> None:
         """Clear a latched trip; raises InstrumentError while the condition persists."""

@@ -193,6 +193,8 @@ class QnetlabPumpLaser(QnetlabVisaInstrument):
     default_terminator = "\n"
     error_reporting = ScpiErrorQueue(":SYST:ERR?")
     ACTIONS = (":SOUR0:WAV:SWE ",)
+    #: Laser output and shutter: never replayed after a reset (light returns only on request).
+    EMITS_OR_HEATS = (":SOUR0:POW:STAT ", ":SOUR0:POW:SHUT ")
     #: Hard ceiling on output power: a transducer and a 14 uW mixing chamber will not take more.
     SAFE_MAX_POWER_DBM: ClassVar[float] = 10.0
     MIN_POWER_DBM: ClassVar[float] = -10.0
@@ -273,3 +275,17 @@ class QnetlabPumpLaser(QnetlabVisaInstrument):
         """Close the shutter and switch the output off (safe state for the fridge)."""
         self.shutter("closed")
         self.output("off")
+
+    def safe_state(self) -> None:
+        """Shutter closed, output off, AOM gating off (bus trigger: no pulse without an
+        explicit trigger), so no light leaves even if the output is switched on by hand."""
+        self.safe_off()
+        self.aom.trigger("bus")
+
+    def safety_readback(self) -> str:
+        return (f"output {'on' if self.output() else 'off'}, shutter {self.shutter()}, "
+                f"AOM trigger {self.aom.trigger()}, {self.power_actual():.0f} dBm emitted")
+
+    def after_reset(self) -> None:
+        """Whatever the power-on defaults, the laser stays dark after a reset."""
+        self.safe_off()

@@ -174,18 +174,85 @@ def _bring_up(ctx: Context, calibrated: bool = True) -> tuple[Any, Any]:
     return stations.load(path), None
 
 
+class SignalStop(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised like Ctrl-C so that every cleanup runs (the run store marks
+    the runs open at the time ``interrupted``); exit status 128 + the signal's number."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+class _SignalStopper:
+    """The SIGTERM/SIGHUP handler: the first signal raises :class:`SignalStop` at once (like
+    Ctrl-C); since a signal can land where an exception is swallowed (a ``__del__``, a
+    callback), the stop stays pending and :meth:`check` raises it again at the sequences'
+    next safe point (the watchdog's polls), until the cleanup has begun. Later signals never
+    raise: they must not cut short the cleanup that makes the lab safe."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.cleaning = False
+
+    def __call__(self, signum: int, _frame: Any) -> None:
+        if self.signum is None:
+            self.signum = signum
+            raise SignalStop(signum)
+
+    def check(self) -> None:
+        if self.signum is not None and not self.cleaning:
+            raise SignalStop(self.signum)
+
+
+@contextmanager
+def _signals_stop() -> Iterator[None]:
+    """SIGTERM and SIGHUP stop the command like SIGINT, while the block runs."""
+    import signal
+
+    stopper, previous = _SignalStopper(), {}
+    try:
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            previous[sig] = signal.signal(sig, stopper)
+    except ValueError:  # not the main thread: signals cannot be handled here
+        pass
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _installed_stopper() -> _SignalStopper | None:
+    """The stopper :func:`run_cli` installed for this process, if any."""
+    import signal
+
+    handler = signal.getsignal(signal.SIGTERM)
+    return handler if isinstance(handler, _SignalStopper) else None
+
+
 @contextmanager
 def operating(bundle: Any, runs: Any) -> Iterator[Any]:
     """Sequences run guarded: the safety watchdog polls on the lab clock, and interruptions
-    and instrument recoveries are written into the runs open at the time."""
+    and instrument recoveries are written into the runs open at the time. If the sequence
+    ends with any exception (Ctrl-C, SIGTERM, SIGHUP, a failure), every emitter and heater
+    of the station goes to its safe state; the read-back travels with the exception
+    (``safe_state``) to the one line the CLI prints."""
     from qnetlab.drivers.base import RECOVERY_LISTENERS
-    from qnetlab.sequences.safety import default_watchdog, guarded
+    from qnetlab.sequences.safety import default_watchdog, guarded, station_safe_state
 
+    stopper = _installed_stopper()
     watchdog = default_watchdog(bundle, poll_s=5.0, on_event=runs.log_event)
+    watchdog.stop_check = stopper.check if stopper is not None else None
     RECOVERY_LISTENERS.append(runs.log_event)
     try:
         with guarded(bundle, watchdog) as safe:
             yield safe
+    except BaseException as exc:
+        if stopper is not None:
+            stopper.cleaning = True
+        states = station_safe_state(bundle)
+        exc.safe_state = states  # type: ignore[attr-defined]
+        raise
     finally:
         RECOVERY_LISTENERS.remove(runs.log_event)
 
@@ -589,15 +656,18 @@ def run_cli(argv: list[str] | None = None,
             entry: Callable[..., Any] = main) -> int:
     """Entry point: click in non-standalone mode, every error one line on stderr.
 
-    With ``--debug`` the traceback is printed before that line."""
+    With ``--debug`` the traceback is printed before that line. SIGTERM and SIGHUP stop a
+    command like Ctrl-C: the instruments go to their safe state and open runs are marked
+    interrupted."""
     state = Context()
+    _no_library_tracebacks()
     try:
-        entry.main(args=argv, prog_name="qnetlab", standalone_mode=False, obj=state)
+        with _signals_stop():
+            entry.main(args=argv, prog_name="qnetlab", standalone_mode=False, obj=state)
     except click.exceptions.Exit as exc:
         return exc.exit_code
-    except click.Abort:
-        click.echo("qnetlab: aborted", err=True)
-        return 130
+    except click.Abort as exc:
+        return _stopped(exc.__cause__)
     except click.exceptions.NoArgsIsHelpError as exc:
         click.echo(exc.ctx.get_help() if exc.ctx else exc.format_message())
         return 0
@@ -627,6 +697,29 @@ def _error_line(exc: Exception, state: Context) -> tuple[str, int]:
     if isinstance(exc, pyvisa.Error) and state.library_errors.last:
         return f": {state.library_errors.last}: {_one_line(exc)}", 1
     return f": {type(exc).__name__}: {_one_line(exc)}", 1
+
+
+def _no_library_tracebacks() -> None:
+    """QCoDeS logs a traceback when a measurement ends with an exception (also an interrupt);
+    it is kept in the run's own metadata, so the terminal shows only the one line."""
+    import logging
+
+    logger = logging.getLogger("qcodes.dataset.measurements")
+    if not any(isinstance(h, logging.NullHandler) for h in logger.handlers):
+        logger.addHandler(logging.NullHandler())
+
+
+def _stopped(cause: BaseException | None) -> int:
+    """The one line for an interrupted command, with the lab's safe state as read back."""
+    import signal
+
+    signum = cause.signum if isinstance(cause, SignalStop) else signal.SIGINT
+    states = getattr(cause, "safe_state", None)
+    safe = ("; safe state: " + "; ".join(f"{k}: {v}" for k, v in sorted(states.items()))
+            if states else "")
+    click.echo(f"qnetlab: aborted by {signal.Signals(signum).name}; open runs marked "
+               f"interrupted{safe}", err=True)
+    return 128 + signum
 
 
 def entry_point() -> None:

@@ -14,6 +14,7 @@ from qcodes.station import Station
 
 from qnetlab.clock import Clock, WallClock
 
+from .lock import InstrumentLock, acquire, hardware_addresses
 from .topology import Topology, TopologyError, parse_topology
 
 TOPOLOGY_TYPE = "qnetlab.stations.topology.NetworkTopology"
@@ -40,11 +41,16 @@ class StationBundle(NamedTuple):
         return self.instrument(self.topology.stations[self.topology.links[link].station].qnu)
 
     def close(self) -> None:
-        """Close every instrument of the station."""
-        for name in list(self.station.components):
-            component = self.station.components[name]
-            if isinstance(component, Instrument):
-                self.station.close_and_remove_instrument(name)
+        """Close every instrument of the station, then let other processes have them."""
+        try:
+            for name in list(self.station.components):
+                component = self.station.components[name]
+                if isinstance(component, Instrument):
+                    self.station.close_and_remove_instrument(name)
+        finally:
+            lock: InstrumentLock | None = getattr(self.station, "qnetlab_lock", None)
+            if lock is not None:
+                lock.release()
 
 
 def available() -> list[str]:
@@ -66,15 +72,26 @@ def station_file(name_or_path: str | os.PathLike[str]) -> Path:
                             f"station (bundled: {', '.join(available())})")
 
 
-def read_topology(path: Path) -> Topology:
-    """Validate a station file's topology before any instrument is touched."""
+def _instruments(path: Path) -> dict[str, Any]:
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise TopologyError(f"{path.name}: not valid YAML: {exc}") from None
-    instruments = (raw or {}).get("instruments")
+    instruments = (raw or {}).get("instruments") if isinstance(raw, dict) else None
     if not isinstance(instruments, dict) or not instruments:
         raise TopologyError(f"{path.name}: needs an 'instruments:' mapping")
+    return instruments
+
+
+def lock_instruments(path: Path) -> InstrumentLock:
+    """Take the station's hardware instruments for this process (see :mod:`.lock`);
+    refused with :class:`~qnetlab.stations.lock.StationInUse` naming the holder."""
+    return acquire(hardware_addresses(_instruments(path)), path.name)
+
+
+def read_topology(path: Path) -> Topology:
+    """Validate a station file's topology before any instrument is touched."""
+    instruments = _instruments(path)
     entries = [n for n, spec in instruments.items()
                if isinstance(spec, dict) and spec.get("type") == TOPOLOGY_TYPE]
     if len(entries) != 1:
@@ -116,7 +133,13 @@ def load(name_or_path: str | os.PathLike[str], *, check_fibers: bool = True,
     uses it to put the stored calibration on the instruments)."""
     path = station_file(name_or_path)
     topology = read_topology(path)
-    station = Station(config_file=str(path))
+    lock = lock_instruments(path)
+    try:
+        station = Station(config_file=str(path))
+    except BaseException:
+        lock.release()
+        raise
+    station.qnetlab_lock = lock  # type: ignore[attr-defined]
     try:
         station.load_all_instruments()
         clock = _shared_clock(station, path)
@@ -128,9 +151,10 @@ def load(name_or_path: str | os.PathLike[str], *, check_fibers: bool = True,
             _check_fibers(bundle, path)
         if after_load is not None:
             after_load(bundle)
-    except Exception:
+    except BaseException:
         for component in list(station.components.values()):
             if isinstance(component, Instrument):
                 component.close()
+        lock.release()
         raise
     return bundle

@@ -52,17 +52,35 @@ def test_garbled_reply_is_asked_again(sim_station, pump, events):
     assert [e["kind"] for e in events] == ["recovery: garbled_reply"]
 
 
-def test_reset_instrument_gets_its_settings_back(sim_station, pump, events):
+def test_reset_instrument_gets_its_settings_back_but_stays_dark(sim_station, pump, events):
     pump.wavelength(1550.2)
     pump.power(5.0)
     pump.aom.mode("pulsed")
+    pump.output("on")
+    pump.shutter("open")
+    assert pump.emitting()
     sim_station.lab.faults.power_cycle(PUMP)
     assert pump.check_reset() is True
     assert pump.wavelength() == pytest.approx(1550.2) and pump.power() == 5.0
     assert pump.aom.mode() == "pulsed"
+    # emission never comes back by itself: output off, shutter closed, nothing emitted
+    assert pump.output() is False and pump.shutter() == "closed"
+    assert pump.power_actual() == -99.0
     assert events[-1]["kind"] == "recovery: reset" and "settings re-applied" in \
-        events[-1]["detail"]
+        events[-1]["detail"] and "emission and heating left off" in events[-1]["detail"]
     assert pump.check_reset() is False
+
+
+def test_fridge_reset_does_not_turn_heaters_back_on(sim_station, events):
+    fridge = sim_station.node("alice")["fridge"]
+    address = fridge.address
+    fridge.mxc_heater.setpoint(0.03)
+    fridge.mxc_heater.range("1mA")
+    fridge.mxc_heater.manual_output(20.0)
+    sim_station.lab.faults.power_cycle(address)
+    assert fridge.check_reset() is True
+    assert fridge.mxc_heater.setpoint() == pytest.approx(0.03)  # a setpoint does not heat
+    assert fridge.mxc_heater.range() == "off" and fridge.mxc_heater.manual_output() == 0.0
 
 
 def test_recovery_gives_up_after_its_attempts_and_says_how(sim_station, pump):
@@ -107,7 +125,7 @@ def test_watchdog_notices_a_reset_during_a_sequence(sim_station, qnetlab_store, 
     from qnetlab.sequences.safety import default_watchdog, guarded
 
     lab, bundle = sim_station.lab, sim_station.bundle
-    watchdog = default_watchdog(bundle, poll_s=5.0)
+    watchdog = default_watchdog(bundle, poll_s=5.0, on_event=qnetlab_store.log_event)
 
     def glitch(t: float) -> None:
         if t > 250 and not getattr(glitch, "done", False):
@@ -119,5 +137,10 @@ def test_watchdog_notices_a_reset_during_a_sequence(sim_station, qnetlab_store, 
         scan = pump_power_scan(safe, "alice", [1, 2, 3, 4], dwell_s=120, runs=qnetlab_store)
     assert any(e["kind"] == "recovery: reset" for e in events)
     pump = bundle.node("alice")["pump"]
-    assert pump.power() == 4.0 and pump.output() is True
+    assert pump.power() == 4.0  # settings that cannot emit are back ...
+    assert pump.output() is False and pump.power_actual() == -99.0  # ... emission is not
     assert scan.efficiency.size == 4
+    run = load_run(scan.run_guid, qnetlab_store.data_dir)
+    logged = json.loads(run.dataset.metadata["qnetlab_events"])
+    assert any(e["kind"] == "instrument_reset" and "pump_alice" in e["detail"]
+               for e in logged)  # the reset is recorded in the run

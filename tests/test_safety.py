@@ -171,3 +171,88 @@ def test_remote_node_health_trips_the_link(sim_station):
     w.sleep(600)
     assert actions and actions[0] == "safe"
     assert any("alice: interlock OK, MXC" in e["detail"] for e in w.events)
+
+
+def _true_crossing(history, threshold_k: float, after: float) -> float:
+    for (t0, v0), (t1, v1) in zip(history, list(history)[1:], strict=False):
+        if t1 > after and v0 <= threshold_k < v1:
+            return t0 + (threshold_k - v0) / (v1 - v0) * (t1 - t0)
+    raise AssertionError(f"the MXC never crossed {threshold_k}")
+
+
+def test_watchdog_acts_within_one_poll_of_the_true_crossing_inside_a_long_call(sim_station):
+    from qnetlab.sequences.pumps import pumps_emitting
+
+    lab, bundle = sim_station.lab, sim_station.bundle
+    inst = bundle.node("alice")
+    pump, qnu = inst["pump"], inst["qnu"]
+    truth = lab.library.lab.nodes["alice"].fridge
+    watchdog = default_watchdog(bundle, ceiling_k=0.09, hard_ceiling_k=0.095,
+                                max_rate_k_per_s=1.0, poll_s=5.0)
+    qnu.transducer.measure_time(100.0)
+    start = bundle.clock.now()
+    lab.library.faults.excursion("alice", power_w=200e-6, duration_s=3600, start_in_s=30)
+    done_at, readings = [], []
+    with pytest.raises(SequenceAborted, match="fridge interlock TRIP_TEMP"), \
+            guarded(bundle, watchdog) as safe, pumps_emitting(pump):
+        for _ in range(6):  # 600 s of lab time in six blocking calls, no wait in between
+            readings.append(qnu.transducer.efficiency())
+            done_at.append(bundle.clock.now())
+        safe.clock.sleep(1.0)  # the next safe point: the hard trip surfaces here
+    (acted,) = [e["lab_time"] for e in watchdog.events if e["kind"] == "safe_action"]
+    crossing = _true_crossing(truth.history, truth.interlock_max_k, start)
+    assert 0 <= acted - crossing <= watchdog.poll_s  # within one poll of the true crossing
+    assert acted < done_at[-1] - 100  # while a measurement was still blocking
+    assert any("interlock TRIP_TEMP" in e["detail"] for e in watchdog.events)
+    assert pump.output() is False and pump.power_actual() == -99.0
+    # the session that was mid-exchange was never written into: it is still in step
+    assert all(0 <= r < 1 for r in readings) and qnu.transducer.measure_time() == 100.0
+
+
+def test_virtual_clock_alarm_fires_at_its_period_inside_one_long_advance():
+    clock, seen = VirtualClock(), []
+    alarm = clock.every(5.0, lambda t: seen.append((t, clock.now())))
+    clock.advance(23.0)
+    assert seen == [(5.0, 5.0), (10.0, 10.0), (15.0, 15.0), (20.0, 20.0)]
+    assert clock.now() == 23.0
+    clock.advance(2.0)
+    assert seen[-1] == (25.0, 25.0)
+    alarm.cancel()
+    clock.advance(100.0)
+    assert len(seen) == 5
+
+
+def test_an_alarm_that_lets_time_pass_is_not_reentered_and_does_not_burst():
+    clock, seen = VirtualClock(), []
+
+    def slow(t: float) -> None:
+        seen.append(t)
+        clock.advance(12.0)  # e.g. a recovery backoff inside the poll
+
+    clock.every(5.0, slow)
+    clock.advance(30.0)
+    # not re-entered at 10 and 15 (time it let pass itself); then due one period after
+    assert seen == [5.0, 22.0] and clock.now() == 34.0
+
+
+def test_on_hardware_a_watchdog_thread_acts_while_the_sequence_is_blocked():
+    import threading
+
+    from qnetlab.clock import WallClock
+    from qnetlab.sequences.safety import watch_in_calls
+
+    s, blocked, acted_during_block = Switch(), threading.Event(), []
+    watchdog = s.watchdog(WallClock(), poll_s=0.02)
+    stop = watch_in_calls(watchdog)
+    try:
+        s.ok = False  # trips while the sequence sits in one long blocking call
+        blocked.wait(1.0)  # the "instrument call": no wait of the sequence, no poll of its own
+        acted_during_block.extend(s.actions)
+    finally:
+        stop()
+    assert acted_during_block == ["safe"] and watchdog.state is State.SUSPENDED
+    s.hard_ok = False
+    watchdog.poll_in_call()  # a hard trip in the thread never raises there ...
+    assert watchdog.state is State.ABORTED
+    with pytest.raises(SequenceAborted):  # ... it surfaces at the sequence's next poll
+        watchdog.poll()
