@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from qnetlab.runstore import RunStore
+from qnetlab.drivers.qnu import RESULT_COLUMNS, LinkRequest, LinkResults, QNULink
+from qnetlab.runstore import RunStore, Stream
 from qnetlab.sequences.pumps import pumps_emitting
 from qnetlab.stations import StationBundle
 
@@ -107,49 +108,80 @@ def generate(bundle: StationBundle, link: str, pairs: int, *, protocol: str | No
     run.stream("heralds", seq="i8", herald_time_s="f8", pattern="i2", attempts="i8",
                basis_a="i1", basis_b="i1", outcome_a="f4", outcome_b="f4",
                units={"herald_time_s": "s"})
-    stopped, got = False, 0
+    stopped = False
     with run, link_pumps(bundle, link):
         request = here.create(pairs, min_fidelity=min_fidelity, max_time_s=max_time_s,
                               keep=keep, bases_here=bases_a, bases_peer=bases_b)
+        pulled = _Puller(here, there, request, run.streams["heralds"])
         t_start = clock.now()
         deadline = t_start + max_time_s
         while True:
             status = here.status(request)
-            if status.delivered > got:
-                ra, rb = here.results(request), there.results(request)
-                new = slice(got, len(ra))
-                run.streams["heralds"].append(
-                    seq=ra.seq[new], herald_time_s=ra.herald_time_s[new], pattern=ra.pattern[new],
-                    attempts=ra.attempts[new], basis_a=ra.basis_index[new],
-                    basis_b=rb.basis_index[new], outcome_a=ra.outcome[new],
-                    outcome_b=rb.outcome[new])
-                got = len(ra)
-                run.add_point(lab_time=clock.now(), delivered=got)
+            if pulled.take(status.delivered):
+                run.add_point(lab_time=clock.now(), delivered=pulled.count)
                 if progress is not None:
-                    progress(got, pairs)
+                    progress(pulled.count, pairs)
             if status.finished or clock.now() >= deadline:
                 break
             if stop is not None and stop():
                 stopped = True
                 break
             clock.sleep(poll_s)
-        ra, rb = here.results(request), there.results(request)
-        ra_n = min(len(ra), got) if stopped else len(ra)
-        if not stopped and len(ra) > got:
-            new = slice(got, len(ra))
-            run.streams["heralds"].append(
-                seq=ra.seq[new], herald_time_s=ra.herald_time_s[new], pattern=ra.pattern[new],
-                attempts=ra.attempts[new], basis_a=ra.basis_index[new],
-                basis_b=rb.basis_index[new], outcome_a=ra.outcome[new], outcome_b=rb.outcome[new])
-        run.add_point(lab_time=clock.now(), delivered=ra_n)
+        if not stopped:
+            status = here.status(request)
+            pulled.take(status.delivered)
+        run.add_point(lab_time=clock.now(), delivered=pulled.count)
         if stopped:
             run.dataset.add_metadata("qnetlab_stopped", "stopped by request")
-    sl = slice(0, ra_n)
+    ra, rb = pulled.results()
     return Generation(
         link=link, ends=(a, b), protocol=protocol, request_id=request.id, requested=pairs,
-        bases=(bases_a, bases_b), herald_time_s=ra.herald_time_s[sl], pattern=ra.pattern[sl],
-        attempts=ra.attempts[sl], basis_index=(ra.basis_index[sl], rb.basis_index[sl]),
-        outcome=(ra.outcome[sl], rb.outcome[sl]), started_s=t_start,
-        ended_s=float(ra.herald_time_s[ra_n - 1]) if ra_n else clock.now(),
+        bases=(bases_a, bases_b), herald_time_s=ra.herald_time_s, pattern=ra.pattern,
+        attempts=ra.attempts, basis_index=(ra.basis_index, rb.basis_index),
+        outcome=(ra.outcome, rb.outcome), started_s=t_start,
+        ended_s=float(ra.herald_time_s[-1]) if len(ra) else clock.now(),
         state="STOPPED" if stopped else status.state, stopped=stopped, run_guid=run.guid,
         extra={"hdf5_path": run.hdf5_path})
+
+
+class _Puller:
+    """Reads a request's pairs from both ends as they arrive, only the ones not read yet, and
+    streams them to the run: each pair crosses the link and reaches the file once, so a run
+    costs in proportion to the pairs it delivers, however many polls it takes."""
+
+    def __init__(self, here: QNULink, there: QNULink, request: LinkRequest,
+                 stream: Stream) -> None:
+        self.here, self.there, self.request, self.stream = here, there, request, stream
+        self.count = 0
+        self._parts: tuple[list[LinkResults], list[LinkResults]] = ([], [])
+
+    def take(self, delivered: int) -> int:
+        """Read pairs ``count`` .. ``delivered`` from both ends and append them to the stream;
+        returns how many were taken."""
+        want = delivered - self.count
+        if want <= 0:
+            return 0
+        ra = self.here.results(self.request, start=self.count, count=want)
+        rb = self.there.results(self.request, start=self.count, count=want)
+        n = min(len(ra), len(rb))
+        ra, rb = _head(ra, n), _head(rb, n)
+        if not np.array_equal(ra.seq, rb.seq) or (n and ra.seq[0] != self.count):
+            raise RuntimeError(f"link request {self.request.id}: the two ends returned "
+                               f"different pairs from seq {self.count}")
+        if n:
+            self.stream.append(
+                seq=ra.seq, herald_time_s=ra.herald_time_s, pattern=ra.pattern,
+                attempts=ra.attempts, basis_a=ra.basis_index, basis_b=rb.basis_index,
+                outcome_a=ra.outcome, outcome_b=rb.outcome)
+            self._parts[0].append(ra)
+            self._parts[1].append(rb)
+            self.count += n
+        return n
+
+    def results(self) -> tuple[LinkResults, LinkResults]:
+        """Everything taken, both ends, in order."""
+        return LinkResults.concatenate(self._parts[0]), LinkResults.concatenate(self._parts[1])
+
+
+def _head(r: LinkResults, n: int) -> LinkResults:
+    return r if len(r) == n else LinkResults(*(getattr(r, f)[:n] for f in RESULT_COLUMNS))
