@@ -391,6 +391,11 @@ class QNULink(QnetlabChannel):
 
         Reading only the new pairs on each poll (``start`` = pairs already read) keeps the
         transfer per poll proportional to the new pairs, not to all pairs so far."""
+        return LinkResults.from_rows(self.result_rows(request, start, count))
+
+    def result_rows(self, request: LinkRequest | int, start: int = 0, count: int | None = None
+                    ) -> np.ndarray:
+        """:meth:`results` as the instrument sends them: float64 rows of ``RESULT_COLUMNS``."""
         rid = request.id if isinstance(request, LinkRequest) else request
         cmd = f"LINK{self.index}:RES? {rid}"
         if start or count is not None:
@@ -398,8 +403,8 @@ class QNULink(QnetlabChannel):
             count = MAX_RESULT_ROWS if count is None else count
             vals.Ints(0).validate(count, "count")
             cmd += f",{start},{count}"
-        rows = _float_block(self.root_instrument, cmd)  # type: ignore[arg-type]
-        return LinkResults.from_rows(rows)
+        flat = _float_block(self.root_instrument, cmd)  # type: ignore[arg-type]
+        return flat.reshape(-1, len(RESULT_COLUMNS))
 
     def swap(self, here: LinkRequest | int, there: LinkRequest | int, cutoff_s: float,
              bases_here_end: tuple[str, ...] = ("Z",), bases_far_end: tuple[str, ...] = ("Z",)

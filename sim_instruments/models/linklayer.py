@@ -21,6 +21,7 @@ from qnetlab.sim_instruments.physics.heralding import (
     false_state,
     sample_heralds,
     sample_outcomes,
+    sample_outcomes_indexed,
     true_state,
 )
 from qnetlab.sim_instruments.physics.world import Lab, Link
@@ -174,12 +175,11 @@ class LinkLayer:
         if kind == "M":
             states = [true_state(setup, +1), true_state(setup, -1), false_state(setup)]
             index = np.where(rec.false, 2, np.where(rec.sign > 0, 0, 1))
-            dirs = {
-                name: np.array([basis_vector(b) for b in req.bases[name]])[req.basis_index[name]]
-                for name in names
-            }
-            out_a, out_b = sample_outcomes(states, index, dirs[names[0]].reshape(-1, 3),
-                                           dirs[names[1]].reshape(-1, 3), rng)
+            dirs = {name: np.array([basis_vector(b) for b in req.bases[name]]).reshape(-1, 3)
+                    for name in names}
+            out_a, out_b = sample_outcomes_indexed(
+                states, index, dirs[names[0]], req.basis_index[names[0]], dirs[names[1]],
+                req.basis_index[names[1]], rng)
             req.outcome = {names[0]: out_a.astype(float), names[1]: out_b.astype(float)}
         else:
             req.outcome = {name: np.full(rec.times_s.size, np.nan) for name in names}
