@@ -3,6 +3,7 @@ all against the analytic model of the simulation."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 from scipy.stats import unitary_group
 
 from qnetlab import stations
+from qnetlab.drivers.qnu import RESULT_COLUMNS, QnetlabQNU
 from qnetlab.runread import load_run
 from qnetlab.sequences.calibration import CalibrationStore, calibrate
 from qnetlab.sequences.entanglement import estimators as tomo
@@ -283,3 +285,100 @@ def test_arrival_histogram_and_coincidences_are_exact_on_a_known_stream():
     one = extract_heralds(times[[0, 1, 3, 4]], chans[[0, 1, 3, 4]], {1: 1500, 2: 2500}, 600)
     assert one.sync_index.tolist() == [0] and one.pattern.tolist() == [1]
     assert one.sync_time_ps.tolist() == [0]
+
+
+class _Wire:
+    """Every reply the QNUs send while ``recording``: (instrument, command, bytes, rows of a
+    RES? block), and the polls (the progress callback) between them."""
+
+    def __init__(self, monkeypatch):
+        self.replies: list[tuple[str, str, int, int]] = []
+        self.polls: list[tuple[int, int]] = []  # (replies so far, pairs so far)
+        self.recording = True
+        receive = QnetlabQNU._receive
+
+        def logged(inst, cmd):
+            raw = receive(inst, cmd)
+            if self.recording:
+                rows = 0
+                if ":RES? " in cmd and raw.startswith(b"#"):
+                    digits = int(raw[1:2])
+                    rows = int(raw[2:2 + digits] or 0) // (8 * len(RESULT_COLUMNS))
+                self.replies.append((inst.name, cmd, len(raw), rows))
+            return raw
+
+        monkeypatch.setattr(QnetlabQNU, "_receive", logged)
+
+    def progress(self, got: int, _total: int) -> None:
+        self.polls.append((len(self.replies), got))
+
+    def reads(self, name: str) -> list[tuple[int, int]]:
+        """(first seq asked for, rows returned) of each RES? query ``name`` answered."""
+        out = []
+        for who, cmd, _, rows in self.replies:
+            if who == name and ":RES? " in cmd:
+                fields = cmd.split(" ", 1)[1].split(",")
+                out.append((int(fields[1]) if len(fields) == 3 else 0, rows))
+        return out
+
+
+@pytest.mark.parametrize("ending", ["done", "stopped", "expired"])
+def test_pairs_read_as_they_arrive_equal_the_full_results_at_both_ends(link, monkeypatch,
+                                                                         ending):
+    _lab, bundle, cal = link
+    qa, qb = bundle.node("alice")["qnu"], bundle.node("bob")["qnu"]
+    wire = _Wire(monkeypatch)
+    polls = {"n": 0}
+
+    def stop():
+        polls["n"] += 1
+        return ending == "stopped" and polls["n"] >= 5
+
+    pairs, max_time = (3000, 3600.0) if ending == "done" else (100_000, 25.0)
+    gen = generate(bundle, "ab", pairs, bases=("X", "Z"), stop=stop, poll_s=1.0,
+                   max_time_s=max_time, progress=wire.progress, calibration=cal)
+    wire.recording = False
+    assert gen.state == {"done": "DONE", "stopped": "STOPPED", "expired": "EXPIRED"}[ending]
+    n = len(gen)
+    assert (n == pairs) == (ending == "done") and n > 1000
+    # each pair crossed once from each end: the reads tile 0 .. n without gaps or overlap
+    for name in (qa.name, qb.name):
+        starts = [start for start, rows in wire.reads(name) if rows]
+        sizes = [rows for _, rows in wire.reads(name) if rows]
+        assert starts == [0, *np.cumsum(sizes)[:-1].tolist()] and sum(sizes) == n
+    bundle.clock.sleep(5.0)
+    full_a = qa.link_to("bob").results(gen.request_id)
+    full_b = qb.link_to("alice").results(gen.request_id)
+    assert (len(full_a) > n) == (ending == "stopped")  # a stopped request goes on delivering
+    np.testing.assert_array_equal(gen.herald_time_s, full_a.herald_time_s[:n])
+    np.testing.assert_array_equal(gen.pattern, full_a.pattern[:n])
+    np.testing.assert_array_equal(gen.attempts, full_a.attempts[:n])
+    for end, full in enumerate((full_a, full_b)):
+        np.testing.assert_array_equal(gen.basis_index[end], full.basis_index[:n])
+        np.testing.assert_array_equal(gen.outcome[end], full.outcome[:n])
+    stored = load_run(gen.run_guid).streams["heralds"]
+    np.testing.assert_array_equal(stored["seq"], np.arange(n))
+    np.testing.assert_array_equal(stored["herald_time_s"], gen.herald_time_s)
+    for end, key in enumerate("ab"):
+        np.testing.assert_array_equal(stored[f"basis_{key}"], gen.basis_index[end])
+        np.testing.assert_array_equal(stored[f"outcome_{key}"], gen.outcome[end])
+
+
+def test_bytes_and_queries_per_poll_grow_with_the_new_pairs_only(link, monkeypatch):
+    """What crosses the wire per poll is proportional to the pairs that poll brings, so a run
+    of N pairs moves N rows per end in total, whatever the number of polls."""
+    _lab, bundle, cal = link
+    wire = _Wire(monkeypatch)
+    gen = generate(bundle, "ab", 20_000, bases=("Z",), poll_s=1.0, progress=wire.progress,
+                   calibration=cal)
+    assert len(gen) == 20_000 and len(wire.polls) > 50
+    row = 8 * len(RESULT_COLUMNS)
+    overhead = 3 + len(str(row * len(gen)))  # '#', digit count, length, terminator
+    res = [(b, rows) for _, cmd, b, rows in wire.replies if ":RES? " in cmd]
+    assert sum(rows for _, rows in res) == 2 * len(gen)  # each pair once per end
+    assert sum(b for b, _ in res) <= 2 * row * len(gen) + len(res) * overhead
+    for (r0, got0), (r1, got1) in itertools.pairwise(wire.polls):  # after set-up
+        window = wire.replies[r0:r1]
+        assert len(window) <= 4  # a constant number of queries per poll
+        moved = sum(b for _, cmd, b, _ in window if ":RES? " in cmd)
+        assert moved <= 2 * (row * (got1 - got0) + overhead)
