@@ -208,17 +208,20 @@ class _Puller:
         for name, end_rows, col in _FROM_ROWS:
             c[name][start:end] = (ra, rb)[end_rows][:, col]
         self.count = end
-        if (end - self._written >= self.flush_rows
-                or time.perf_counter() - self._last_write >= self.flush_period_s):
+        if time.perf_counter() - self._last_write >= self.flush_period_s:
             self.write()
+        elif end - self._written >= self.flush_rows:
+            self.write(end - end % self.flush_rows)  # whole chunks: each compressed once
         return n
 
-    def write(self) -> None:
-        """Append every pair taken but not yet written to the stream (one HDF5 write)."""
-        if self.count > self._written:
-            sl = slice(self._written, self.count)
+    def write(self, upto: int | None = None) -> None:
+        """Append the pairs taken but not yet written (up to ``upto``, default all) to the
+        stream, in one HDF5 write."""
+        upto = self.count if upto is None else upto
+        if upto > self._written:
+            sl = slice(self._written, upto)
             self.stream.append(**{k: v[sl] for k, v in self.columns.items()})
-            self._written = self.count
+            self._written = upto
         self._last_write = time.perf_counter()
 
     def taken(self, name: str) -> np.ndarray:
