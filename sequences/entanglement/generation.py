@@ -198,8 +198,8 @@ class _Puller:
         if not len(ra):
             return 0
         rb = self.there.result_rows(self.request, start=start, count=len(ra))
-        n = len(rb)
-        ra = ra[:n]
+        n = min(len(rb), self.request.pairs - start)  # never more than the request asked
+        ra, rb = ra[:n], rb[:n]
         if n and (ra[0, 0] != start or ra[-1, 0] != start + n - 1
                   or not np.array_equal(ra[:, 0], rb[:, 0])):
             raise RuntimeError(f"link request {self.request.id}: the two ends returned "
