@@ -30,6 +30,8 @@ from qnetlab.sim_instruments.physics.heralding import (
     bloch_data,
     false_state,
     probabilities,
+    sample_outcomes,
+    sample_outcomes_indexed,
     true_state,
 )
 
@@ -263,6 +265,11 @@ def test_swapping_on_the_chain_yields_the_expected_end_to_end_fidelity(sim_lab,
             assert res.swaps > 50
             assert abs(res.tomography.fidelity - expected) < 4 * res.tomography.fidelity_err + 0.02
             results[cutoff] = (res, expected)
+        end = bundle.node(res.ends[0])["qnu"].link_to(res.middle)
+        full = end.results(res.swap_id)  # a swap's results read in pieces as well as whole
+        head, rest = end.results(res.swap_id, 0, 7), end.results(res.swap_id, 7)
+        np.testing.assert_array_equal(np.concatenate([head.outcome, rest.outcome]), full.outcome)
+        assert head.seq.tolist() == list(range(7)) and len(rest) == len(full) - 7
         short, long_ = results[0.5e-3], results[50e-3]
         assert short[0].swaps < long_[0].swaps  # a tight cutoff discards more
         assert short[1] > long_[1] and short[0].mean_storage_s < long_[0].mean_storage_s
@@ -382,3 +389,29 @@ def test_bytes_and_queries_per_poll_grow_with_the_new_pairs_only(link, monkeypat
         assert len(window) <= 4  # a constant number of queries per poll
         moved = sum(b for _, cmd, b, _ in window if ":RES? " in cmd)
         assert moved <= 2 * (row * (got1 - got0) + overhead)
+
+
+def test_outcomes_looked_up_per_state_and_basis_equal_the_per_pair_sampling():
+    """The link layer samples a request's outcomes from a (state, basis, basis) table; it must
+    draw exactly what the per-pair Bloch contraction draws from the same random numbers."""
+    rng = np.random.default_rng(5)
+    u = unitary_group.rvs(4, random_state=3)
+    weights = rng.random(4)
+    mixed = u @ np.diag(weights / weights.sum()) @ u.conj().T
+    states = [true_state_like(+1), true_state_like(-1), mixed]
+    n = 50_000
+    which, ia, ib = rng.integers(0, 3, n), rng.integers(0, 3, n), rng.integers(0, 2, n)
+    dirs_a = np.eye(3)
+    dirs_b = np.array([[math.sin(0.7), 0.0, math.cos(0.7)], [0.0, 1.0, 0.0]])
+    per_pair = sample_outcomes(states, which, dirs_a[ia], dirs_b[ib], np.random.default_rng(9))
+    table = sample_outcomes_indexed(states, which, dirs_a, ia, dirs_b, ib,
+                                    np.random.default_rng(9))
+    np.testing.assert_array_equal(per_pair[0], table[0])
+    np.testing.assert_array_equal(per_pair[1], table[1])
+    assert set(np.unique(table[0])) == {-1, 1}
+
+
+def true_state_like(sign: int) -> np.ndarray:
+    """A Bell state Psi+/- mixed with white noise."""
+    psi = np.array([0, 1, sign, 0]) / math.sqrt(2)
+    return 0.8 * np.outer(psi, psi) + 0.2 * np.eye(4) / 4
