@@ -191,8 +191,17 @@ class _Puller:
         self._last_write = time.perf_counter()
 
     def take(self) -> int:
-        """Read the pairs delivered since the last call from both ends (the same ones) and
-        queue them for the stream; returns how many were taken."""
+        """Read the pairs delivered since the last call from both ends (the same ones), queue
+        them for the stream and write what is due; returns how many were taken."""
+        n = self._read()
+        if time.perf_counter() - self._last_write >= self.flush_period_s:
+            self.write()
+        elif self.count - self._written >= self.flush_rows:  # whole chunks, compressed once
+            self.write(self.count - self.count % self.flush_rows)
+        return n
+
+    def _read(self) -> int:
+        """Pairs ``count`` onwards from ``here``, then the same ones from ``there``."""
         start = self.count
         ra = self.here.result_rows(self.request, start=start)
         if not len(ra):
@@ -208,10 +217,6 @@ class _Puller:
         for name, end_rows, col in _FROM_ROWS:
             c[name][start:end] = (ra, rb)[end_rows][:, col]
         self.count = end
-        if time.perf_counter() - self._last_write >= self.flush_period_s:
-            self.write()
-        elif end - self._written >= self.flush_rows:
-            self.write(end - end % self.flush_rows)  # whole chunks: each compressed once
         return n
 
     def write(self, upto: int | None = None) -> None:
