@@ -283,11 +283,19 @@ def sample_outcomes_indexed(
     p_pp = (1 + ea + eb + eab) / 4
     p_pm = (1 + ea - eb - eab) / 4
     p_mp = (1 - ea + eb - eab) / 4
-    c1, c2 = p_pp, p_pp + p_pm
-    c3 = c2 + p_mp
-    pick = (np.asarray(state_index), np.asarray(index_a), np.asarray(index_b))
-    u = rng.random(pick[0].size)
-    c2_n = c2[pick]
-    out_a = np.where(u < c2_n, 1, -1).astype(np.int8)
-    out_b = np.where(u < c1[pick], 1, np.where(u < c2_n, -1, np.where(u < c3[pick], 1, -1)))
-    return out_a, out_b.astype(np.int8)
+    c1, c2 = p_pp.ravel(), (p_pp + p_pm).ravel()
+    c3 = c2 + p_mp.ravel()
+    n_a, n_b = dirs_a.shape[0], dirs_b.shape[0]
+    flat = (np.asarray(state_index) * n_a + index_a) * n_b + index_b
+    u = rng.random(flat.size)
+    first_plus = u < c2.take(flat)  # outcomes ++ or +-
+    second_plus = (u < c1.take(flat)) | (~first_plus & (u < c3.take(flat)))  # ++ or -+
+    return _signs(first_plus), _signs(second_plus)
+
+
+def _signs(plus: np.ndarray) -> np.ndarray:
+    """+1 where ``plus``, else -1 (int8)."""
+    out = plus.astype(np.int8)
+    out *= 2
+    out -= 1
+    return out
