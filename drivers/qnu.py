@@ -7,7 +7,6 @@ a QNU at a heralding station runs the midpoint detectors and time tagger.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -322,13 +321,6 @@ class LinkResults:
         return cls(seq=rows[:, 0].astype(np.int64), herald_time_s=rows[:, 1].copy(),
                    pattern=rows[:, 2].astype(np.int16), attempts=rows[:, 3].astype(np.int64),
                    basis_index=rows[:, 4].astype(np.int16), outcome=rows[:, 5].copy())
-
-    @classmethod
-    def concatenate(cls, parts: Sequence[LinkResults]) -> LinkResults:
-        """Results read in pieces, joined in order."""
-        if not parts:
-            return cls.from_rows(np.zeros(0))
-        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in RESULT_COLUMNS))
 
 
 class QNULink(QnetlabChannel):
