@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 BASIS_TOKENS = ("X", "Y", "Z")
 RESULT_COLUMNS = ("seq", "herald_time_s", "pattern", "attempts", "basis_index", "outcome")
+MAX_RESULT_ROWS = 1_000_000  # the most pairs one request can deliver
 
 
 def _float_block(instrument: QnetlabVisaInstrument, cmd: str, dtype: str = "<f8") -> np.ndarray:
@@ -313,6 +314,14 @@ class LinkResults:
     def __len__(self) -> int:
         return int(self.seq.size)
 
+    @classmethod
+    def from_rows(cls, flat: np.ndarray) -> LinkResults:
+        """From the RES? block (float64 rows of RESULT_COLUMNS), one typed array per column."""
+        rows = flat.reshape(-1, len(RESULT_COLUMNS))
+        return cls(seq=rows[:, 0].astype(np.int64), herald_time_s=rows[:, 1].copy(),
+                   pattern=rows[:, 2].astype(np.int16), attempts=rows[:, 3].astype(np.int64),
+                   basis_index=rows[:, 4].astype(np.int16), outcome=rows[:, 5].copy())
+
 
 class QNULink(QnetlabChannel):
     """The link layer toward one peer."""
@@ -367,14 +376,27 @@ class QNULink(QnetlabChannel):
         state, delivered, requested = self.ask(f"LINK{self.index}:REQ? {rid}").split(",")
         return LinkStatus(state, int(delivered), int(requested))
 
-    def results(self, request: LinkRequest | int) -> LinkResults:
+    def results(self, request: LinkRequest | int, start: int = 0, count: int | None = None
+                ) -> LinkResults:
+        """Pairs delivered so far, seen from this node: all of them, or (``start``, ``count``)
+        the pairs with ``seq`` from ``start``, at most ``count`` of them.
+
+        Reading only the new pairs on each poll (``start`` = pairs already read) keeps the
+        transfer per poll proportional to the new pairs, not to all pairs so far."""
+        return LinkResults.from_rows(self.result_rows(request, start, count))
+
+    def result_rows(self, request: LinkRequest | int, start: int = 0, count: int | None = None
+                    ) -> np.ndarray:
+        """:meth:`results` as the instrument sends them: float64 rows of ``RESULT_COLUMNS``."""
         rid = request.id if isinstance(request, LinkRequest) else request
-        rows = _float_block(self.root_instrument, f"LINK{self.index}:RES? {rid}")  # type: ignore[arg-type]
-        rows = rows.reshape(-1, len(RESULT_COLUMNS))
-        return LinkResults(
-            seq=rows[:, 0].astype(np.int64), herald_time_s=rows[:, 1].copy(),
-            pattern=rows[:, 2].astype(np.int16), attempts=rows[:, 3].astype(np.int64),
-            basis_index=rows[:, 4].astype(np.int16), outcome=rows[:, 5].copy())
+        cmd = f"LINK{self.index}:RES? {rid}"
+        if start or count is not None:
+            vals.Ints(0).validate(start, "start")
+            count = MAX_RESULT_ROWS if count is None else count
+            vals.Ints(0).validate(count, "count")
+            cmd += f",{start},{count}"
+        flat = _float_block(self.root_instrument, cmd)  # type: ignore[arg-type]
+        return flat.reshape(-1, len(RESULT_COLUMNS))
 
     def swap(self, here: LinkRequest | int, there: LinkRequest | int, cutoff_s: float,
              bases_here_end: tuple[str, ...] = ("Z",), bases_far_end: tuple[str, ...] = ("Z",)

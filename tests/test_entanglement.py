@@ -3,6 +3,7 @@ all against the analytic model of the simulation."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 from scipy.stats import unitary_group
 
 from qnetlab import stations
+from qnetlab.drivers.qnu import RESULT_COLUMNS, QnetlabQNU
 from qnetlab.runread import load_run
 from qnetlab.sequences.calibration import CalibrationStore, calibrate
 from qnetlab.sequences.entanglement import estimators as tomo
@@ -28,6 +30,8 @@ from qnetlab.sim_instruments.physics.heralding import (
     bloch_data,
     false_state,
     probabilities,
+    sample_outcomes,
+    sample_outcomes_indexed,
     true_state,
 )
 
@@ -261,6 +265,11 @@ def test_swapping_on_the_chain_yields_the_expected_end_to_end_fidelity(sim_lab,
             assert res.swaps > 50
             assert abs(res.tomography.fidelity - expected) < 4 * res.tomography.fidelity_err + 0.02
             results[cutoff] = (res, expected)
+        end = bundle.node(res.ends[0])["qnu"].link_to(res.middle)
+        full = end.results(res.swap_id)  # a swap's results read in pieces as well as whole
+        head, rest = end.results(res.swap_id, 0, 7), end.results(res.swap_id, 7)
+        np.testing.assert_array_equal(np.concatenate([head.outcome, rest.outcome]), full.outcome)
+        assert head.seq.tolist() == list(range(7)) and len(rest) == len(full) - 7
         short, long_ = results[0.5e-3], results[50e-3]
         assert short[0].swaps < long_[0].swaps  # a tight cutoff discards more
         assert short[1] > long_[1] and short[0].mean_storage_s < long_[0].mean_storage_s
@@ -283,3 +292,126 @@ def test_arrival_histogram_and_coincidences_are_exact_on_a_known_stream():
     one = extract_heralds(times[[0, 1, 3, 4]], chans[[0, 1, 3, 4]], {1: 1500, 2: 2500}, 600)
     assert one.sync_index.tolist() == [0] and one.pattern.tolist() == [1]
     assert one.sync_time_ps.tolist() == [0]
+
+
+class _Wire:
+    """Every reply the QNUs send while ``recording``: (instrument, command, bytes, rows of a
+    RES? block), and the polls (the progress callback) between them."""
+
+    def __init__(self, monkeypatch):
+        self.replies: list[tuple[str, str, int, int]] = []
+        self.polls: list[tuple[int, int]] = []  # (replies so far, pairs so far)
+        self.recording = True
+        receive = QnetlabQNU._receive
+
+        def logged(inst, cmd):
+            raw = receive(inst, cmd)
+            if self.recording:
+                rows = 0
+                if ":RES? " in cmd and raw.startswith(b"#"):
+                    digits = int(raw[1:2])
+                    rows = int(raw[2:2 + digits] or 0) // (8 * len(RESULT_COLUMNS))
+                self.replies.append((inst.name, cmd, len(raw), rows))
+            return raw
+
+        monkeypatch.setattr(QnetlabQNU, "_receive", logged)
+
+    def progress(self, got: int, _total: int) -> None:
+        self.polls.append((len(self.replies), got))
+
+    def reads(self, name: str) -> list[tuple[int, int]]:
+        """(first seq asked for, rows returned) of each RES? query ``name`` answered."""
+        out = []
+        for who, cmd, _, rows in self.replies:
+            if who == name and ":RES? " in cmd:
+                fields = cmd.split(" ", 1)[1].split(",")
+                out.append((int(fields[1]) if len(fields) == 3 else 0, rows))
+        return out
+
+
+@pytest.mark.parametrize("ending", ["done", "stopped", "expired"])
+def test_pairs_read_as_they_arrive_equal_the_full_results_at_both_ends(link, monkeypatch,
+                                                                         ending):
+    _lab, bundle, cal = link
+    qa, qb = bundle.node("alice")["qnu"], bundle.node("bob")["qnu"]
+    wire = _Wire(monkeypatch)
+    polls = {"n": 0}
+
+    def stop():
+        polls["n"] += 1
+        return ending == "stopped" and polls["n"] >= 5
+
+    pairs, max_time = (3000, 3600.0) if ending == "done" else (100_000, 25.0)
+    gen = generate(bundle, "ab", pairs, bases=("X", "Z"), stop=stop, poll_s=1.0,
+                   max_time_s=max_time, progress=wire.progress, calibration=cal)
+    wire.recording = False
+    assert gen.state == {"done": "DONE", "stopped": "STOPPED", "expired": "EXPIRED"}[ending]
+    n = len(gen)
+    assert (n == pairs) == (ending == "done") and n > 1000
+    # each pair crossed once from each end: the reads tile 0 .. n without gaps or overlap
+    for name in (qa.name, qb.name):
+        starts = [start for start, rows in wire.reads(name) if rows]
+        sizes = [rows for _, rows in wire.reads(name) if rows]
+        assert starts == [0, *np.cumsum(sizes)[:-1].tolist()] and sum(sizes) == n
+    bundle.clock.sleep(5.0)
+    full_a = qa.link_to("bob").results(gen.request_id)
+    full_b = qb.link_to("alice").results(gen.request_id)
+    assert (len(full_a) > n) == (ending == "stopped")  # a stopped request goes on delivering
+    np.testing.assert_array_equal(gen.herald_time_s, full_a.herald_time_s[:n])
+    np.testing.assert_array_equal(gen.pattern, full_a.pattern[:n])
+    np.testing.assert_array_equal(gen.attempts, full_a.attempts[:n])
+    for end, full in enumerate((full_a, full_b)):
+        np.testing.assert_array_equal(gen.basis_index[end], full.basis_index[:n])
+        np.testing.assert_array_equal(gen.outcome[end], full.outcome[:n])
+    stored = load_run(gen.run_guid).streams["heralds"]
+    np.testing.assert_array_equal(stored["seq"], np.arange(n))
+    np.testing.assert_array_equal(stored["herald_time_s"], gen.herald_time_s)
+    for end, key in enumerate("ab"):
+        np.testing.assert_array_equal(stored[f"basis_{key}"], gen.basis_index[end])
+        np.testing.assert_array_equal(stored[f"outcome_{key}"], gen.outcome[end])
+
+
+def test_bytes_and_queries_per_poll_grow_with_the_new_pairs_only(link, monkeypatch):
+    """What crosses the wire per poll is proportional to the pairs that poll brings, so a run
+    of N pairs moves N rows per end in total, whatever the number of polls."""
+    _lab, bundle, cal = link
+    wire = _Wire(monkeypatch)
+    gen = generate(bundle, "ab", 20_000, bases=("Z",), poll_s=1.0, progress=wire.progress,
+                   calibration=cal)
+    assert len(gen) == 20_000 and len(wire.polls) > 50
+    row = 8 * len(RESULT_COLUMNS)
+    overhead = 3 + len(str(row * len(gen)))  # '#', digit count, length, terminator
+    res = [(b, rows) for _, cmd, b, rows in wire.replies if ":RES? " in cmd]
+    assert sum(rows for _, rows in res) == 2 * len(gen)  # each pair once per end
+    assert sum(b for b, _ in res) <= 2 * row * len(gen) + len(res) * overhead
+    for (r0, got0), (r1, got1) in itertools.pairwise(wire.polls):  # after set-up
+        window = wire.replies[r0:r1]
+        assert len(window) <= 4  # a constant number of queries per poll
+        moved = sum(b for _, cmd, b, _ in window if ":RES? " in cmd)
+        assert moved <= 2 * (row * (got1 - got0) + overhead)
+
+
+def test_outcomes_looked_up_per_state_and_basis_equal_the_per_pair_sampling():
+    """The link layer samples a request's outcomes from a (state, basis, basis) table; it must
+    draw exactly what the per-pair Bloch contraction draws from the same random numbers."""
+    rng = np.random.default_rng(5)
+    u = unitary_group.rvs(4, random_state=3)
+    weights = rng.random(4)
+    mixed = u @ np.diag(weights / weights.sum()) @ u.conj().T
+    states = [true_state_like(+1), true_state_like(-1), mixed]
+    n = 50_000
+    which, ia, ib = rng.integers(0, 3, n), rng.integers(0, 3, n), rng.integers(0, 2, n)
+    dirs_a = np.eye(3)
+    dirs_b = np.array([[math.sin(0.7), 0.0, math.cos(0.7)], [0.0, 1.0, 0.0]])
+    per_pair = sample_outcomes(states, which, dirs_a[ia], dirs_b[ib], np.random.default_rng(9))
+    table = sample_outcomes_indexed(states, which, dirs_a, ia, dirs_b, ib,
+                                    np.random.default_rng(9))
+    np.testing.assert_array_equal(per_pair[0], table[0])
+    np.testing.assert_array_equal(per_pair[1], table[1])
+    assert set(np.unique(table[0])) == {-1, 1}
+
+
+def true_state_like(sign: int) -> np.ndarray:
+    """A Bell state Psi+/- mixed with white noise."""
+    psi = np.array([0, 1, sign, 0]) / math.sqrt(2)
+    return 0.8 * np.outer(psi, psi) + 0.2 * np.eye(4) / 4

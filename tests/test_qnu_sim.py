@@ -114,3 +114,57 @@ def test_request_expires_when_time_runs_out_and_counters_advance(link):
     attempts = int(qa.query("EGEN:ATT?"))
     period = lib.lab.links["ab"].attempt_period_s(lib.lab.engines["alice"], 200e-9)
     assert attempts == pytest.approx(5 / period, rel=0.01)
+
+
+def _rows(inst, cmd: str) -> np.ndarray:
+    return inst.query_binary_values(cmd, datatype="d", container=np.array).reshape(-1, 6)
+
+
+def test_results_read_in_pieces_equal_the_full_read_at_both_ends(link):
+    lib, op = link
+    calibrate_from_truth(lib, op)
+    qa, qb = op(QNU_A), op(QNU_B)
+    rid = qa.query("LINK1:CRE? 100000,0,30,M,X/Z,X/Z")
+    pieces: dict[str, list[np.ndarray]] = {"a": [], "b": []}
+    read = 0
+    for _ in range(40):  # past the 30 s deadline: the request expires with what it has
+        lib.clock.advance(1.0)
+        new_a = _rows(qa, f"LINK1:RES? {rid},{read},1000000")
+        new_b = _rows(qb, f"LINK1:RES? {rid},{read},{len(new_a)}")
+        pieces["a"].append(new_a)
+        pieces["b"].append(new_b)
+        read += len(new_a)
+    state, got, _ = qa.query(f"LINK1:REQ? {rid}").split(",")
+    assert state == "EXPIRED" and read == int(got) > 1000
+    for inst, key in ((qa, "a"), (qb, "b")):
+        full = _rows(inst, f"LINK1:RES? {rid}")
+        np.testing.assert_array_equal(np.concatenate(pieces[key]), full)
+    np.testing.assert_array_equal(np.concatenate(pieces["a"])[:, :4],
+                                  np.concatenate(pieces["b"])[:, :4])  # same pairs, same order
+
+
+def test_results_reply_carries_only_the_rows_asked_for(link):
+    lib, op = link
+    calibrate_from_truth(lib, op)
+    qa = op(QNU_A)
+    rid = qa.query("LINK1:CRE? 100000,0,100,M")
+    lib.clock.advance(20)
+    delivered = int(qa.query(f"LINK1:REQ? {rid}").split(",")[1])
+    assert delivered > 1000
+    rows = _rows(qa, f"LINK1:RES? {rid},{delivered - 10},100")
+    assert rows[:, 0].tolist() == list(range(delivered - 10, delivered))  # only what exists
+    qa.write(f"LINK1:RES? {rid},500,3")
+    assert qa.read_raw() == b"#3144" + _rows(qa, f"LINK1:RES? {rid}")[500:503].tobytes() + b"\n"
+    assert _rows(qa, f"LINK1:RES? {rid},{delivered + 5},10").size == 0
+
+
+@pytest.mark.parametrize(("args", "reason"), [
+    ("{rid},-1,5", "must be >= 0"), ("{rid},5", "<id>,<start>,<count>"),
+    ("{rid},a,5", "must be integers")])
+def test_results_refuse_a_bad_range_with_the_reason(link, args, reason):
+    _lib, op = link
+    qa = op(QNU_A)
+    rid = qa.query("LINK1:CRE? 10,0,10,M")
+    assert qa.query("LINK1:RES? " + args.format(rid=rid)) == "ERROR"
+    error = qa.query("SYST:ERR?")
+    assert reason in error and error.split(",")[0] in ("-104", "-222")

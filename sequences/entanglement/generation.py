@@ -10,19 +10,30 @@ pair taken so far is kept and the run says it was stopped.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from qnetlab.runstore import RunStore
+from qnetlab.clock import Clock
+from qnetlab.drivers.qnu import RESULT_COLUMNS, LinkRequest, QNULink
+from qnetlab.runstore import Run, RunStore, Stream
 from qnetlab.sequences.pumps import pumps_emitting
 from qnetlab.stations import StationBundle
 
 from .frames import bell_sign
 
 PROTOCOLS = ("single_click", "two_photon")
+# what a run keeps of each pair (stream field, dtype in memory)
+TAKEN_COLUMNS = (("seq", "i8"), ("herald_time_s", "f8"), ("pattern", "i2"), ("attempts", "i8"),
+                 ("basis_a", "i2"), ("basis_b", "i2"), ("outcome_a", "f8"), ("outcome_b", "f8"))
+# where each comes from: (column, end 0 here / 1 there, index in the RES? row)
+_FROM_ROWS = tuple((name, end, RESULT_COLUMNS.index(field)) for name, end, field in (
+    ("seq", 0, "seq"), ("herald_time_s", 0, "herald_time_s"), ("pattern", 0, "pattern"),
+    ("attempts", 0, "attempts"), ("basis_a", 0, "basis_index"), ("basis_b", 1, "basis_index"),
+    ("outcome_a", 0, "outcome"), ("outcome_b", 1, "outcome")))
 
 
 @dataclass
@@ -107,49 +118,117 @@ def generate(bundle: StationBundle, link: str, pairs: int, *, protocol: str | No
     run.stream("heralds", seq="i8", herald_time_s="f8", pattern="i2", attempts="i8",
                basis_a="i1", basis_b="i1", outcome_a="f4", outcome_b="f4",
                units={"herald_time_s": "s"})
-    stopped, got = False, 0
     with run, link_pumps(bundle, link):
         request = here.create(pairs, min_fidelity=min_fidelity, max_time_s=max_time_s,
                               keep=keep, bases_here=bases_a, bases_peer=bases_b)
         t_start = clock.now()
-        deadline = t_start + max_time_s
-        while True:
-            status = here.status(request)
-            if status.delivered > got:
-                ra, rb = here.results(request), there.results(request)
-                new = slice(got, len(ra))
-                run.streams["heralds"].append(
-                    seq=ra.seq[new], herald_time_s=ra.herald_time_s[new], pattern=ra.pattern[new],
-                    attempts=ra.attempts[new], basis_a=ra.basis_index[new],
-                    basis_b=rb.basis_index[new], outcome_a=ra.outcome[new],
-                    outcome_b=rb.outcome[new])
-                got = len(ra)
-                run.add_point(lab_time=clock.now(), delivered=got)
-                if progress is not None:
-                    progress(got, pairs)
-            if status.finished or clock.now() >= deadline:
-                break
-            if stop is not None and stop():
-                stopped = True
-                break
-            clock.sleep(poll_s)
-        ra, rb = here.results(request), there.results(request)
-        ra_n = min(len(ra), got) if stopped else len(ra)
-        if not stopped and len(ra) > got:
-            new = slice(got, len(ra))
-            run.streams["heralds"].append(
-                seq=ra.seq[new], herald_time_s=ra.herald_time_s[new], pattern=ra.pattern[new],
-                attempts=ra.attempts[new], basis_a=ra.basis_index[new],
-                basis_b=rb.basis_index[new], outcome_a=ra.outcome[new], outcome_b=rb.outcome[new])
-        run.add_point(lab_time=clock.now(), delivered=ra_n)
-        if stopped:
+        pulled = _Puller(here, there, request, run.streams["heralds"], runs.flush_period_s,
+                         runs.chunk_rows)
+        try:
+            state = _poll(pulled, run, clock, poll_s, t_start + max_time_s, stop, progress)
+        finally:
+            pulled.write()  # whatever was read reaches the file, however the loop ended
+        run.add_point(lab_time=clock.now(), delivered=pulled.count)
+        if state == "STOPPED":
             run.dataset.add_metadata("qnetlab_stopped", "stopped by request")
-    sl = slice(0, ra_n)
+    t = pulled.taken
     return Generation(
         link=link, ends=(a, b), protocol=protocol, request_id=request.id, requested=pairs,
-        bases=(bases_a, bases_b), herald_time_s=ra.herald_time_s[sl], pattern=ra.pattern[sl],
-        attempts=ra.attempts[sl], basis_index=(ra.basis_index[sl], rb.basis_index[sl]),
-        outcome=(ra.outcome[sl], rb.outcome[sl]), started_s=t_start,
-        ended_s=float(ra.herald_time_s[ra_n - 1]) if ra_n else clock.now(),
-        state="STOPPED" if stopped else status.state, stopped=stopped, run_guid=run.guid,
+        bases=(bases_a, bases_b), herald_time_s=t("herald_time_s"), pattern=t("pattern"),
+        attempts=t("attempts"), basis_index=(t("basis_a"), t("basis_b")),
+        outcome=(t("outcome_a"), t("outcome_b")), started_s=t_start,
+        ended_s=float(t("herald_time_s")[-1]) if pulled.count else clock.now(),
+        state=state, stopped=state == "STOPPED", run_guid=run.guid,
         extra={"hdf5_path": run.hdf5_path})
+
+
+def _poll(pulled: _Puller, run: Run, clock: Clock, poll_s: float, deadline: float,
+          stop: Callable[[], bool] | None, progress: Callable[[int, int], None] | None
+          ) -> str:
+    """Poll the request every ``poll_s`` of lab time, taking new pairs, until it has them all,
+    it ends, the deadline passes or ``stop()`` says so; returns the final state.
+
+    A poll that brings pairs costs two queries (one per end); the request's state is asked
+    only when a poll brings none (to see it expire or fail) and once at the end."""
+    here, request = pulled.here, pulled.request
+    while True:
+        new = pulled.take()
+        if new:
+            run.add_point(lab_time=clock.now(), delivered=pulled.count)
+            if progress is not None:
+                progress(pulled.count, request.pairs)
+        if pulled.count >= request.pairs:
+            break
+        if (not new and here.status(request).finished) or clock.now() >= deadline:
+            break
+        if stop is not None and stop():
+            return "STOPPED"
+        clock.sleep(poll_s)
+    status = here.status(request)
+    if pulled.take():  # heralded between the last poll and the end
+        run.add_point(lab_time=clock.now(), delivered=pulled.count)
+    return status.state
+
+
+class _Puller:
+    """Reads a request's pairs from both ends as they arrive, only the ones not read yet, and
+    streams them to the run: each pair crosses the link and reaches the file once, so a run
+    costs in proportion to the pairs it delivers, however many polls it takes.
+
+    Pairs land in arrays sized for the request (one copy per pair) and go to the file in
+    batches, like the store's own points: as soon as ``flush_period_s`` (wall) has passed since
+    the last write or a full chunk is waiting, and at the end. On hardware polls come seconds
+    apart, so every poll writes at once; in simulation, where polls come microseconds apart,
+    one HDF5 write and flush covers many polls."""
+
+    def __init__(self, here: QNULink, there: QNULink, request: LinkRequest, stream: Stream,
+                 flush_period_s: float, flush_rows: int) -> None:
+        self.here, self.there, self.request, self.stream = here, there, request, stream
+        self.flush_period_s, self.flush_rows = flush_period_s, flush_rows
+        self.count = 0
+        self.columns = {k: np.empty(request.pairs, v) for k, v in TAKEN_COLUMNS}
+        self._written = 0
+        self._last_write = time.perf_counter()
+
+    def take(self) -> int:
+        """Read the pairs delivered since the last call from both ends (the same ones), queue
+        them for the stream and write what is due; returns how many were taken."""
+        n = self._read()
+        if time.perf_counter() - self._last_write >= self.flush_period_s:
+            self.write()
+        elif self.count - self._written >= self.flush_rows:  # whole chunks, compressed once
+            self.write(self.count - self.count % self.flush_rows)
+        return n
+
+    def _read(self) -> int:
+        """Pairs ``count`` onwards from ``here``, then the same ones from ``there``."""
+        start = self.count
+        ra = self.here.result_rows(self.request, start=start)
+        if not len(ra):
+            return 0
+        rb = self.there.result_rows(self.request, start=start, count=len(ra))
+        n = min(len(rb), self.request.pairs - start)  # never more than the request asked
+        ra, rb = ra[:n], rb[:n]
+        if n and (ra[0, 0] != start or ra[-1, 0] != start + n - 1
+                  or not np.array_equal(ra[:, 0], rb[:, 0])):
+            raise RuntimeError(f"link request {self.request.id}: the two ends returned "
+                               f"different pairs from seq {start}")
+        end, c = start + n, self.columns
+        for name, end_rows, col in _FROM_ROWS:
+            c[name][start:end] = (ra, rb)[end_rows][:, col]
+        self.count = end
+        return n
+
+    def write(self, upto: int | None = None) -> None:
+        """Append the pairs taken but not yet written (up to ``upto``, default all) to the
+        stream, in one HDF5 write."""
+        upto = self.count if upto is None else upto
+        if upto > self._written:
+            sl = slice(self._written, upto)
+            self.stream.append(**{k: v[sl] for k, v in self.columns.items()})
+            self._written = upto
+        self._last_write = time.perf_counter()
+
+    def taken(self, name: str) -> np.ndarray:
+        """Column ``name`` of every pair taken, in order."""
+        return self.columns[name][:self.count]

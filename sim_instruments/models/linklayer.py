@@ -21,6 +21,7 @@ from qnetlab.sim_instruments.physics.heralding import (
     false_state,
     sample_heralds,
     sample_outcomes,
+    sample_outcomes_indexed,
     true_state,
 )
 from qnetlab.sim_instruments.physics.world import Lab, Link
@@ -48,6 +49,7 @@ class LinkRequest:
     records: HeraldRecords | None = None
     basis_index: dict[str, np.ndarray] = field(default_factory=dict)
     outcome: dict[str, np.ndarray] = field(default_factory=dict)
+    attempts_before: np.ndarray | None = None  # attempts made up to each herald (cumulative)
 
     def delivered(self, now: float) -> int:
         if self.records is None:
@@ -72,7 +74,7 @@ class LinkRequest:
         if self.status == "FAILED":
             return 0
         k = self.delivered(now)
-        made = int(self.records.attempts[:k].sum()) if self.records is not None else 0
+        made = int(self.attempts_before[k - 1]) if k and self.attempts_before is not None else 0
         if k < self.n_pairs:
             last = float(self.records.times_s[k - 1]) if k else self.t_start
             made += max(0, int((min(now, self.end_time()) - last) / self.attempt_period_s))
@@ -105,6 +107,25 @@ def parse_create(args: str) -> tuple[int, float, float, str, list[str], list[str
         except ValueError as exc:
             raise InstrumentRefusal("data_out_of_range", str(exc)) from None
     return n, fmin, tmax, kind, [b.strip().upper() for b in here], [b.strip().upper() for b in peer]
+
+
+def parse_results(args: str) -> tuple[str, int, int | None]:
+    """``<id>[,<start>,<count>]`` -> (id, start, count or None for all)."""
+    fields = [f.strip() for f in args.split(",")]
+    if len(fields) not in (1, 3):
+        raise InstrumentRefusal("data_type_error",
+                                f"RES? takes <id> or <id>,<start>,<count>, got {args!r}")
+    if len(fields) == 1:
+        return fields[0], 0, None
+    try:
+        start, count = int(fields[1]), int(fields[2])
+    except ValueError:
+        raise InstrumentRefusal("data_type_error", f"RES? {args!r}: start and count must be "
+                                "integers") from None
+    if start < 0 or count < 0:
+        raise InstrumentRefusal("data_out_of_range", f"RES? {args!r}: start {start} and count "
+                                f"{count} must be >= 0")
+    return fields[0], start, count
 
 
 class LinkLayer:
@@ -147,18 +168,18 @@ class LinkLayer:
         rng = lab.rng(link.name, "request", str(req.id))
         rec = sample_heralds(setup, n, rng, t, t + tmax)
         req.records = rec
+        req.attempts_before = np.cumsum(rec.attempts)
         names = (link.node_a.name, link.node_b.name)
         for name in names:
             req.basis_index[name] = rng.integers(0, len(req.bases[name]), size=rec.times_s.size)
         if kind == "M":
             states = [true_state(setup, +1), true_state(setup, -1), false_state(setup)]
             index = np.where(rec.false, 2, np.where(rec.sign > 0, 0, 1))
-            dirs = {
-                name: np.array([basis_vector(b) for b in req.bases[name]])[req.basis_index[name]]
-                for name in names
-            }
-            out_a, out_b = sample_outcomes(states, index, dirs[names[0]].reshape(-1, 3),
-                                           dirs[names[1]].reshape(-1, 3), rng)
+            dirs = {name: np.array([basis_vector(b) for b in req.bases[name]]).reshape(-1, 3)
+                    for name in names}
+            out_a, out_b = sample_outcomes_indexed(
+                states, index, dirs[names[0]], req.basis_index[names[0]], dirs[names[1]],
+                req.basis_index[names[1]], rng)
             req.outcome = {names[0]: out_a.astype(float), names[1]: out_b.astype(float)}
         else:
             req.outcome = {name: np.full(rec.times_s.size, np.nan) for name in names}
@@ -185,23 +206,31 @@ class LinkLayer:
         now = self.lab.sync()
         return f"{req.state(now)},{min(req.delivered(now), req.n_pairs)},{req.n_pairs}"
 
-    def results(self, request_id: str, node: str) -> np.ndarray:
+    def results(self, args: str, node: str) -> np.ndarray:
+        """``<id>[,<start>,<count>]``: the rows of ``node`` for the pairs delivered so far,
+        from ``start`` (default 0), at most ``count`` of them (default all).
+
+        Building a reply costs only the rows it returns, so a client that reads new pairs as
+        they arrive pays once per pair, not once per pair per poll."""
+        request_id, start, count = parse_results(args)
         if int(request_id) in getattr(self, "swaps", {}):
-            return self.swaps[int(request_id)].rows(node)
+            return self.swaps[int(request_id)].rows(node, start, count)
         req = self.get(request_id)
         if node not in req.bases:
             raise InstrumentRefusal("settings_conflict", f"request {req.id} is not on {node}")
         k = req.delivered(self.lab.sync())
-        rows = np.empty((k, 6))
-        if k:
+        lo = min(start, k)
+        hi = k if count is None else min(k, start + count)
+        rows = np.empty((hi - lo, 6))
+        if hi > lo:
             rec = req.records
             assert rec is not None
-            rows[:, 0] = np.arange(k)
-            rows[:, 1] = rec.times_s[:k]
-            rows[:, 2] = rec.pattern[:k]
-            rows[:, 3] = rec.attempts[:k]
-            rows[:, 4] = req.basis_index[node][:k]
-            rows[:, 5] = req.outcome[node][:k]
+            rows[:, 0] = np.arange(lo, hi)
+            rows[:, 1] = rec.times_s[lo:hi]
+            rows[:, 2] = rec.pattern[lo:hi]
+            rows[:, 3] = rec.attempts[lo:hi]
+            rows[:, 4] = req.basis_index[node][lo:hi]
+            rows[:, 5] = req.outcome[node][lo:hi]
         return rows
 
     def attempts(self, node: str) -> int:
@@ -254,16 +283,21 @@ class SwapRecord:
     def size(self) -> int:
         return int(self.times_s.size)
 
-    def rows(self, node: str) -> np.ndarray:
+    def rows(self, node: str, start: int = 0, count: int | None = None) -> np.ndarray:
+        """Rows ``start`` .. ``start + count`` (all if ``count`` is None) of ``node``'s
+        outcomes, in the RES? layout."""
         if node not in self.outcome:
             raise InstrumentRefusal("settings_conflict", f"swap {self.id} has no qubit at {node}")
-        out = np.empty((self.size, 6))
-        out[:, 0] = np.arange(self.size)
-        out[:, 1] = self.times_s
-        out[:, 2] = self.bsm
+        lo = min(start, self.size)
+        hi = self.size if count is None else min(self.size, start + count)
+        sl, seq = slice(lo, hi), np.arange(lo, hi)
+        out = np.empty((seq.size, 6))
+        out[:, 0] = seq
+        out[:, 1] = self.times_s[sl]
+        out[:, 2] = self.bsm[sl]
         out[:, 3] = 0
-        out[:, 4] = self.basis_index[node]
-        out[:, 5] = self.outcome[node]
+        out[:, 4] = self.basis_index[node][sl]
+        out[:, 5] = self.outcome[node][sl]
         return out
 
     def bsm_rows(self) -> np.ndarray:
@@ -369,7 +403,8 @@ def request_tags(req: LinkRequest, station, t0: float, duration: float, rng, sig
     syncs = np.concatenate([np.round((starts + r * period / rounds) * 1e12).astype(np.int64)
                             for r in range(rounds)])
     syncs.sort()
-    attempt = np.cumsum(req.records.attempts)
+    attempt = req.attempts_before if req.attempts_before is not None else np.cumsum(
+        req.records.attempts)
     keep = (attempt >= k_lo) & (attempt <= k_hi)
     patterns = req.records.pattern[keep]
     herald_start = req.t_start + attempt[keep] * period

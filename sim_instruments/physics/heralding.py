@@ -255,3 +255,47 @@ def sample_outcomes(
     out_a = np.where(u < c2, 1, -1).astype(np.int8)
     out_b = np.where(u < c1, 1, np.where(u < c2, -1, np.where(u < c3, 1, -1))).astype(np.int8)
     return out_a, out_b
+
+
+def sample_outcomes_indexed(
+    states: list[np.ndarray],
+    state_index: np.ndarray,
+    dirs_a: np.ndarray,
+    index_a: np.ndarray,
+    dirs_b: np.ndarray,
+    index_b: np.ndarray,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`sample_outcomes` without dephasing, for pairs that each pick one of a few states
+    (``state_index``) and one of a few bases per end (``index_a`` into the rows of
+    ``dirs_a``, ``index_b`` into ``dirs_b``).
+
+    The joint outcome probabilities are computed once per (state, basis a, basis b) and
+    looked up per pair, so a million pairs cost a few vectorised look-ups, not a million
+    3x3 contractions. Draws the same random numbers as :func:`sample_outcomes`."""
+    data = [bloch_data(r) for r in states]
+    ra = np.array([d[0] for d in data])  # (states, 3)
+    rb = np.array([d[1] for d in data])
+    tt = np.array([d[2] for d in data])  # (states, 3, 3)
+    ea = np.einsum("ai,si->sa", dirs_a, ra)[:, :, None]  # (states, bases a, 1)
+    eb = np.einsum("bi,si->sb", dirs_b, rb)[:, None, :]  # (states, 1, bases b)
+    eab = np.einsum("ai,sij,bj->sab", dirs_a, tt, dirs_b)
+    p_pp = (1 + ea + eb + eab) / 4
+    p_pm = (1 + ea - eb - eab) / 4
+    p_mp = (1 - ea + eb - eab) / 4
+    c1, c2 = p_pp.ravel(), (p_pp + p_pm).ravel()
+    c3 = c2 + p_mp.ravel()
+    n_a, n_b = dirs_a.shape[0], dirs_b.shape[0]
+    flat = (np.asarray(state_index) * n_a + index_a) * n_b + index_b
+    u = rng.random(flat.size)
+    first_plus = u < c2.take(flat)  # outcomes ++ or +-
+    second_plus = (u < c1.take(flat)) | (~first_plus & (u < c3.take(flat)))  # ++ or -+
+    return _signs(first_plus), _signs(second_plus)
+
+
+def _signs(plus: np.ndarray) -> np.ndarray:
+    """+1 where ``plus``, else -1 (int8)."""
+    out = plus.astype(np.int8)
+    out *= 2
+    out -= 1
+    return out
