@@ -18,6 +18,7 @@ Every transition is an event (lab time, kind, detail) written into the runs open
 from __future__ import annotations
 
 import enum
+import math
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -140,6 +141,7 @@ class Watchdog:
         self._poll_lock = threading.RLock()  # the sequence's polls and the in-call ones
         self._polling = False
         self._in_wait = False  # the sequence's own wait polls: in-call polls stand aside
+        self._last_poll: float | None = None  # lab time of the last poll (any kind)
 
     def _event(self, kind: str, detail: str) -> None:
         event = {"lab_time": self.clock.now(), "kind": kind, "detail": detail}
@@ -179,8 +181,7 @@ class Watchdog:
                        "")
             raise SequenceAborted(f"the watchdog aborted this sequence earlier: hard interlock "
                                   f"trip: {why}")
-        if self.stop_check is not None:
-            self.stop_check()
+        self._check_stop()
         with self._poll_lock:
             self._polling = True
             try:
@@ -209,6 +210,7 @@ class Watchdog:
                 self._polling = False
 
     def _poll(self, resume: bool, skip_busy: bool) -> State:
+        self._last_poll = self.clock.now()
         self._check_health(skip_busy)
         trips = self._trips(skip_busy)
         if not trips:
@@ -255,16 +257,34 @@ class Watchdog:
         self._event("safe_action", f"{reason} (within {polls:.2f} polls of the last clear one)")
 
     def sleep(self, seconds: float) -> None:
-        """Let lab time pass in poll-sized steps; stay here while suspended."""
+        """Let lab time pass, polling whenever a poll period has passed since the last poll
+        (a sequence's short waits do not add polls); stay here while suspended. Pending stops
+        (the CLI's SIGTERM/SIGHUP) are checked at every wait."""
         end = self.clock.now() + seconds
         while True:
             now = self.clock.now()
-            if now >= end and self.state is State.RUNNING:
+            if self.state is State.SUSPENDED:
+                self._wait(self.poll_s)
+                self.poll()
+                continue
+            if now >= end:
+                self._check_stop()
                 return
-            step = self.poll_s if self.state is State.SUSPENDED else min(self.poll_s, end - now)
+            due = self._next_poll_due()
+            step = min(due, end) - now
             if step > 0:
                 self._wait(step)
-            self.poll()
+            if self.clock.now() >= due:
+                self.poll()
+            else:
+                self._check_stop()
+
+    def _next_poll_due(self) -> float:
+        return -math.inf if self._last_poll is None else self._last_poll + self.poll_s
+
+    def _check_stop(self) -> None:
+        if self.stop_check is not None:
+            self.stop_check()
 
     def checkpoint(self) -> None:
         """A safe point of a sequence: check now, and hold while suspended."""
