@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from qcodes.dataset import load_by_guid, load_by_id
 
 from .datadir import database_path, open_database, process_state
 
+log = logging.getLogger(__name__)
 _GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
 
 
@@ -106,6 +108,16 @@ def read_hdf5(path: str | os.PathLike[str]) -> dict[str, Any]:
     return {"attrs": attrs, "streams": streams, **blocks}
 
 
+def _read_hdf5_or_note(path: Path) -> dict[str, Any]:
+    """The run file's contents, or (for a file no reader can open, e.g. a stub left by a
+    writer of an older qnetlab killed while creating it) the error, so the run still loads."""
+    try:
+        return read_hdf5(path)
+    except OSError as exc:
+        log.warning("run file %s unreadable: %s", path, exc)
+        return {"attrs": {"hdf5_error": str(exc)}, "streams": {}}
+
+
 def load_run(ref: int | str | os.PathLike[str], data_dir: str | os.PathLike[str] | None = None
              ) -> RunData:
     """Load a run by QCoDeS run id (int), GUID (str) or the path of its HDF5 file."""
@@ -126,7 +138,7 @@ def load_run(ref: int | str | os.PathLike[str], data_dir: str | os.PathLike[str]
         path = dataset.metadata.get("qnetlab_hdf5")
         hdf5_path = Path(path) if path else None
         if hdf5_path is not None and hdf5_path.exists():
-            h5 = read_hdf5(hdf5_path)
+            h5 = _read_hdf5_or_note(hdf5_path)
     status = run_status(dataset)
     if h5 is not None and h5["attrs"].get("status", "running") != "running":
         status = str(h5["attrs"]["status"])
