@@ -319,9 +319,11 @@ class Run:
             "lab_time_start": self.clock.now() if self.clock is not None else np.nan,
         })
         snapshot = {"station": self.station.snapshot()} if self.station is not None else {}
-        f.create_dataset("snapshot", data=_json(snapshot))
-        f.create_dataset("calibration", data=_json(self.calibration))
-        f.create_dataset("metadata", data=_json(self.metadata))
+        for key, block in (("snapshot", snapshot), ("calibration", self.calibration),
+                           ("metadata", self.metadata)):
+            # fixed-length UTF-8 bytes: stored in the dataset itself, so h5py's storage size
+            # counts them (a variable-length string lives in the global heap, uncounted)
+            f.create_dataset(key, data=np.bytes_(_json(block).encode()))
         group, tails = f.create_group("streams"), f.create_group("tails")
         for name, (fields, units) in self._stream_specs.items():
             self.streams[name] = Stream(group.create_group(name), tails, name, fields, units,
