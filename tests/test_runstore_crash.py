@@ -132,6 +132,9 @@ def test_a_killed_run_shows_dead_and_clean_dead_makes_its_file_whole(tmp_path, c
     np.testing.assert_array_equal(before["time_ps"], np.arange(before["time_ps"].size))
     assert run_cli(["--data", str(tmp_path), "runs"]) == 0
     assert " dead " in capsys.readouterr().out
+    report = tmp_path / "killed.html"
+    assert run_cli(["--data", str(tmp_path), "report", "1", "--out", str(report)]) == 0
+    assert "dead" in report.read_text()
     assert run_cli(["--data", str(tmp_path), "runs", "--clean-dead"]) == 0
     assert "marked run 1 (killed_writer" in capsys.readouterr().out
     with h5py.File(path, "r") as f:  # a plain open works now: nothing to h5clear
