@@ -114,7 +114,12 @@ class Stream:
         arrays, n = self._validated(columns)
         if n:
             first_new = self.rows
-            self._pending = {k: np.concatenate((self._pending[k], a)) for k, a in arrays.items()}
+            # copies either way: rows held back must not change if the caller reuses its arrays
+            if self.rows > self._main_rows:
+                self._pending = {k: np.concatenate((self._pending[k], a))
+                                 for k, a in arrays.items()}
+            else:
+                self._pending = {k: a.copy() for k, a in arrays.items()}
             self.rows += n
             self._write_whole_chunks()
             self._write_tail(max(first_new, self._main_rows))
@@ -142,7 +147,7 @@ class Stream:
         for field, ds in self._datasets.items():
             ds.resize((new,))
             ds[self._main_rows:new] = self._pending[field][:whole]
-        self._pending = {k: a[whole:] for k, a in self._pending.items()}
+        self._pending = {k: a[whole:].copy() for k, a in self._pending.items()}
         self._main_rows = new
         self._file.flush()
 
