@@ -117,15 +117,3 @@ def test_starting_a_run_prints_nothing_on_stdout(qnetlab_store, capfd):
         run.add_point(x=1.0)
     assert capfd.readouterr().out == ""
 
-
-def test_rows_held_back_do_not_change_when_the_caller_reuses_its_buffer(qnetlab_store):
-    run = qnetlab_store.run("reuse")
-    run.stream("tags", time_ps="i8")
-    buffer = np.empty(1_000, np.int64)
-    with run:
-        for k in range(100):  # 100,000 rows: one whole chunk and a held-back remainder
-            buffer[:] = np.arange(k * 1_000, (k + 1) * 1_000)
-            run.streams["tags"].append(time_ps=buffer)
-        buffer[:] = -1
-    np.testing.assert_array_equal(load_run(run.hdf5_path).streams["tags"]["time_ps"],
-                                  np.arange(100_000))
