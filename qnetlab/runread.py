@@ -15,7 +15,7 @@ import hdf5plugin  # noqa: F401 - registers the Blosc filter the streams use
 import numpy as np
 from qcodes.dataset import load_by_guid, load_by_id
 
-from .datadir import database_path, open_database, process_state
+from .datadir import database_path, exclusive, open_database, process_state
 
 log = logging.getLogger(__name__)
 _GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
@@ -124,17 +124,21 @@ def load_run(ref: int | str | os.PathLike[str], data_dir: str | os.PathLike[str]
     h5: dict[str, Any] | None = None
     if isinstance(ref, os.PathLike) or (isinstance(ref, str) and ref.endswith(".h5")):
         h5 = read_hdf5(ref)
-        conn = open_database(Path(h5["attrs"]["qcodes_db"]).parent)
-        dataset = load_by_guid(h5["attrs"]["guid"], conn=conn)
+        folder = Path(h5["attrs"]["qcodes_db"]).parent
+        conn = open_database(folder)
+        with exclusive(folder).hold():  # a run being started is read once started
+            dataset = load_by_guid(h5["attrs"]["guid"], conn=conn)
         hdf5_path: Path | None = Path(ref)
     else:
         conn = open_database(data_dir)
-        if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
-            dataset = load_by_id(int(ref), conn=conn)
-        elif isinstance(ref, str) and _GUID.match(ref):
-            dataset = load_by_guid(ref, conn=conn)
-        else:
-            raise ValueError(f"run reference {ref!r} is not a run id, a GUID or an .h5 path")
+        with exclusive(data_dir).hold():  # a run being started is read once started
+            if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+                dataset = load_by_id(int(ref), conn=conn)
+            elif isinstance(ref, str) and _GUID.match(ref):
+                dataset = load_by_guid(ref, conn=conn)
+            else:
+                raise ValueError(f"run reference {ref!r} is not a run id, a GUID or an .h5 "
+                                 "path")
         path = dataset.metadata.get("qnetlab_hdf5")
         hdf5_path = Path(path) if path else None
         if hdf5_path is not None and hdf5_path.exists():
@@ -154,12 +158,18 @@ def load_run(ref: int | str | os.PathLike[str], data_dir: str | os.PathLike[str]
 
 def run_status(dataset: Any) -> str:
     """The status a run ended with; for one not ended, ``running`` while its process lives
-    (or lives on another host) and ``dead`` once it is gone."""
+    (or lives on another host) and ``dead`` once it is gone.
+
+    The run store records the process while it starts the run, holding the data directory's
+    lock; callers read under the same lock, so a run not ended and without that record is a
+    start its process never finished (it was killed): ``dead``."""
     meta = dataset.metadata
     if "qnetlab_status" in meta:
         return str(meta["qnetlab_status"])
     if dataset.completed:
         return "completed"
+    if "qnetlab_pid" not in meta:
+        return "dead"
     state = process_state(meta.get("qnetlab_pid"), meta.get("qnetlab_host"),
                           meta.get("qnetlab_proc_start", -1))
     return "dead" if state == "dead" else "running"
@@ -173,17 +183,20 @@ def list_runs(data_dir: str | os.PathLike[str] | None = None) -> list[dict[str, 
     if not database_path(data_dir).exists():
         return []
     conn = open_database(data_dir)
-    rows = []
-    for exp in experiments(conn=conn):
-        for ds in exp.data_sets():
-            meta = ds.metadata
-            rows.append({
-                "run_id": ds.captured_run_id, "guid": ds.guid,
-                "name": str(meta.get("qnetlab_run_name", ds.name)),
-                "status": run_status(ds), "pid": meta.get("qnetlab_pid"),
-                "host": meta.get("qnetlab_host", ""),
-                "started": (ds.run_timestamp() or "")[:19], "sample": exp.sample_name,
-                "hdf5": meta.get("qnetlab_hdf5", ""),
-            })
+    with exclusive(data_dir).hold():  # runs being started are listed once started
+        rows = [_row(exp, ds) for exp in experiments(conn=conn) for ds in exp.data_sets()]
     conn.close()
     return sorted(rows, key=lambda r: r["run_id"], reverse=True)
+
+
+def _row(exp: Any, ds: Any) -> dict[str, Any]:
+    """One line of :func:`list_runs`."""
+    meta = ds.metadata
+    return {
+        "run_id": ds.captured_run_id, "guid": ds.guid,
+        "name": str(meta.get("qnetlab_run_name", ds.name)),
+        "status": run_status(ds), "pid": meta.get("qnetlab_pid"),
+        "host": meta.get("qnetlab_host", ""),
+        "started": (ds.run_timestamp() or "")[:19], "sample": exp.sample_name,
+        "hdf5": meta.get("qnetlab_hdf5", ""),
+    }

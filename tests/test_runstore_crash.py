@@ -148,3 +148,49 @@ def test_a_killed_run_shows_dead_and_clean_dead_makes_its_file_whole(tmp_path, c
         env = {**os.environ, "HDF5_PLUGIN_PATH": hdf5plugin.PLUGIN_PATH}
         out = subprocess.run([h5dump, "-H", path], env=env, capture_output=True, timeout=60)
         assert out.returncode == 0, out.stderr
+
+
+LOOP = textwrap.dedent("""
+    import sys, numpy as np
+    from qnetlab.runstore import RunStore
+    store = RunStore(sys.argv[1])           # default settings
+    for k in range(10**6):
+        run = store.run(f"loop{k}")
+        run.register("i"); run.register("v", setpoints=("i",))
+        run.stream("tags", time_ps="i8", channel="u1")
+        with run:
+            for i in range(200):
+                run.add_point(i=i, v=float(i))
+                run.streams["tags"].append(time_ps=np.arange(i * 500, (i + 1) * 500),
+                                           channel=np.full(500, i % 3))
+""")
+
+
+def test_kills_at_random_moments_leave_every_file_and_run_readable(tmp_path):
+    """Writers killed at seeded random moments (start-up, database creation, file creation,
+    writing, closing); then every run loads, every file opens, and after --clean-dead every
+    file is an ordinary HDF5 file that h5py and h5dump open without h5clear."""
+    delays = np.random.default_rng(2024).uniform(0.5, 4.0, size=6)
+    for delay in delays:
+        proc = start(LOOP, str(tmp_path))
+        time.sleep(delay)
+        sigkill(proc)
+    rows = list_runs(tmp_path)
+    assert rows and {r["status"] for r in rows} <= {"completed", "dead"}
+    assert len({r["run_id"] for r in rows}) == len(rows)
+    for row in rows:
+        run = load_run(row["guid"], tmp_path)
+        n = run.streams["tags"]["time_ps"].size if run.streams else 0
+        np.testing.assert_array_equal(run.streams["tags"]["time_ps"] if n else [], np.arange(n))
+    assert run_cli(["--data", str(tmp_path), "runs", "--clean-dead"]) == 0
+    assert {r["status"] for r in list_runs(tmp_path)} <= {"completed", "dead"}
+    assert not list((tmp_path / "runs").glob("*/.*")), "temporary files left behind"
+    h5dump = shutil.which("h5dump")
+    env = {**os.environ, "HDF5_PLUGIN_PATH": hdf5plugin.PLUGIN_PATH}
+    for path in (tmp_path / "runs").glob("*/*.h5"):
+        with h5py.File(path, "r") as f:
+            assert f.attrs["status"] in ("completed", "dead")
+        if h5dump:
+            out = subprocess.run([h5dump, "-H", str(path)], env=env, capture_output=True,
+                                 timeout=60)
+            assert out.returncode == 0, out.stderr
