@@ -161,14 +161,14 @@ def run_status(dataset: Any) -> str:
     (or lives on another host) and ``dead`` once it is gone.
 
     The run store records the process while it starts the run, holding the data directory's
-    lock; callers read under the same lock, so a run not ended and without that record is a
-    start its process never finished (it was killed): ``dead``."""
+    lock, ``qnetlab_started_utc`` last; callers read under the same lock, so a run not ended
+    and without that key is a start its process never finished (it was killed): ``dead``."""
     meta = dataset.metadata
     if "qnetlab_status" in meta:
         return str(meta["qnetlab_status"])
     if dataset.completed:
         return "completed"
-    if "qnetlab_pid" not in meta:
+    if "qnetlab_started_utc" not in meta:
         return "dead"
     state = process_state(meta.get("qnetlab_pid"), meta.get("qnetlab_host"),
                           meta.get("qnetlab_proc_start", -1))

@@ -287,7 +287,7 @@ class Run:
         self.process = {**process_identity(), "started_utc": _utc_now()}
         ds.add_metadata("qnetlab_hdf5", str(self.hdf5_path))
         ds.add_metadata("qnetlab_run_name", self.name)
-        for key, value in self.process.items():
+        for key, value in self.process.items():  # started_utc last: marks a finished start
             ds.add_metadata(f"qnetlab_{key}", value)
 
     def log_event(self, kind: str, detail: str = "", lab_time: float | None = None) -> None:
