@@ -301,7 +301,7 @@ def runs(ctx: Context, limit: int, clean_dead: bool) -> None:
         marked = clean_dead_runs(ctx.data)
         for r in marked:
             click.echo(f"marked run {r['run_id']} ({r['name']}, pid {r['pid']} on "
-                       f"{r['host']}) dead")
+                       f"{r['host'] or '?'}) {r['status']}")
         click.echo(f"{len(marked)} dead run(s) cleaned up in {ctx.data}")
         return
     rows = list_runs(ctx.data)[:limit]

@@ -350,19 +350,25 @@ class Run:
         try:
             self.flush()
         finally:
-            with self.store.database():
-                self._saver.dataset.add_metadata("qnetlab_status", self.status)
-                if self.events:
-                    self._saver.dataset.add_metadata("qnetlab_events", _json(self.events))
-                self._runner.__exit__(exc_type, exc, tb)
             self._h5.close()
-            attrs: dict[str, Any] = {"status": self.status, "ended_utc": _utc_now(),
-                                     "events": _json(self.events)}
-            if self.clock is not None:
-                attrs["lab_time_end"] = self.clock.now()
-            if exc is not None:
-                attrs["error"] = f"{exc_type.__name__}: {exc}"
-            finalize_file(self.hdf5_path, attrs)
+            try:  # the file first: a kill before QCoDeS records the end leaves a dead run
+                finalize_file(self.hdf5_path, self._final_attrs(exc_type, exc))
+            finally:
+                with self.store.database():
+                    self._saver.dataset.add_metadata("qnetlab_status", self.status)
+                    if self.events:
+                        self._saver.dataset.add_metadata("qnetlab_events", _json(self.events))
+                    self._runner.__exit__(exc_type, exc, tb)
+
+    def _final_attrs(self, exc_type: type[BaseException] | None,
+                     exc: BaseException | None) -> dict[str, Any]:
+        attrs: dict[str, Any] = {"status": self.status, "ended_utc": _utc_now(),
+                                 "events": _json(self.events)}
+        if self.clock is not None:
+            attrs["lab_time_end"] = self.clock.now()
+        if exc_type is not None:
+            attrs["error"] = f"{exc_type.__name__}: {exc}"
+        return attrs
 
     # --- data -----------------------------------------------------------------------------------
     def add_point(self, *pairs: tuple[Any, Any], **values: Any) -> None:
@@ -460,7 +466,7 @@ def _copy_stream(src: h5py.File, group: h5py.Group, out: h5py.Group, name: str) 
 def clean_dead_runs(data_dir: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
     """Mark every run whose process died as ``dead`` in QCoDeS and in its HDF5 file (compacted,
     readable without ``h5clear``); remove files a killed writer left half-created. Returns the
-    runs marked."""
+    runs marked, each with the status recorded."""
     from qcodes.dataset import load_by_guid
 
     folder = resolve_data_dir(data_dir)
@@ -468,18 +474,30 @@ def clean_dead_runs(data_dir: str | os.PathLike[str] | None = None) -> list[dict
     conn = open_database(folder)
     try:
         for row in dead:
-            path = Path(row["hdf5"]) if row["hdf5"] else None
-            if path is not None and path.exists():
-                finalize_file(path, {"status": "dead", "ended_utc": _utc_now()})
+            status = _close_dead_file(Path(row["hdf5"])) if row["hdf5"] else "dead"
+            row["status"] = status
             with exclusive(folder).hold():
                 ds = load_by_guid(row["guid"], conn=conn)
-                ds.add_metadata("qnetlab_status", "dead")
-                if not ds.completed:
+                ds.add_metadata("qnetlab_status", status)
+                if ds.started and not ds.completed:  # a start killed early never started
                     ds.mark_completed()
     finally:
         conn.close()
     _remove_stray_temporaries(folder)
     return dead
+
+
+def _close_dead_file(path: Path) -> str:
+    """Finalize a dead run's file as ``dead``; a file its writer had already closed keeps its
+    status (the kill fell between closing the file and recording the end in QCoDeS)."""
+    if not path.exists():
+        return "dead"
+    with open_hdf5(path) as f:
+        status = str(f.attrs.get("status", "running"))
+    if status != "running":
+        return status
+    finalize_file(path, {"status": "dead", "ended_utc": _utc_now()})
+    return "dead"
 
 
 def _remove_stray_temporaries(folder: Path) -> None:
