@@ -471,6 +471,9 @@ def clean_dead_runs(data_dir: str | os.PathLike[str] | None = None) -> list[dict
 
     folder = resolve_data_dir(data_dir)
     dead = [r for r in list_runs(folder) if r["status"] == "dead"]
+    _remove_stray_temporaries(folder)
+    if not dead:
+        return []
     conn = open_database(folder)
     try:
         for row in dead:
@@ -483,7 +486,6 @@ def clean_dead_runs(data_dir: str | os.PathLike[str] | None = None) -> list[dict
                     ds.mark_completed()
     finally:
         conn.close()
-    _remove_stray_temporaries(folder)
     return dead
 
 
