@@ -1,7 +1,9 @@
-"""Run-store figures: time-tag streaming against plain h5py, sweep points against QCoDeS."""
+"""Run-store figures: time-tag streaming against plain h5py, sweep points against QCoDeS, and
+the run file's size against the data it holds."""
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -15,6 +17,7 @@ from qnetlab.runstore import STREAM_CHUNK_ROWS, RunStore
 
 N_TAGS = 10_000_000
 BLOCK = 1_000_000
+OVERHEAD_PAIRS = 1_000_000
 
 
 def _tags() -> tuple[np.ndarray, np.ndarray]:
@@ -93,8 +96,51 @@ def points_ratio_vs_qcodes(points: int = 20_000, rounds: int = 3) -> float:
     return min(q_times) / min(s_times)
 
 
+def storage_bytes(path: str | os.PathLike[str]) -> int:
+    """Sum of ``Dataset.id.get_storage_size()`` over every dataset of an HDF5 file."""
+    total = 0
+
+    def visit(_name: str, obj: object) -> None:
+        nonlocal total
+        if isinstance(obj, h5py.Dataset):
+            total += obj.id.get_storage_size()
+
+    with h5py.File(path, "r") as f:
+        f.visititems(visit)
+    return total
+
+
+def file_overhead_ratio(pairs: int = OVERHEAD_PAIRS, seed: int = 7) -> float:
+    """Run file size over the sum of its datasets' storage sizes (h5py), after a generation
+    run of ``pairs`` heralded pairs (``generate`` on the sim_link station, calibrated first,
+    default flush settings and poll period); 1.0 means the file holds nothing but its data."""
+    import pyvisa
+
+    from qnetlab import stations
+    from qnetlab.sequences.calibration import CalibrationStore, calibrate
+    from qnetlab.sequences.entanglement import generate
+    from qnetlab.sim_instruments import lab_spec
+
+    lib = pyvisa.ResourceManager(lab_spec("link")).visalib
+    lib.reset_state(seed)
+    bundle = stations.load("sim_link")
+    try:
+        with tempfile.TemporaryDirectory() as data:
+            if not calibrate(bundle, data_dir=data).ok:
+                raise RuntimeError("calibration of sim_link failed")
+            with RunStore(data) as runs:
+                gen = generate(bundle, "ab", pairs, runs=runs, max_time_s=6e5,
+                               calibration=CalibrationStore(data).as_dict())
+            path = gen.extra["hdf5_path"]
+            return os.path.getsize(path) / storage_bytes(path)
+    finally:
+        bundle.close()
+        lib.reset_state()
+
+
 def run() -> dict[str, float]:
     return {
+        "store.file_overhead_ratio": round(file_overhead_ratio(), 3),
         "store.tags_write_ratio_vs_h5py": round(tags_write_ratio_vs_h5py(), 3),
         "store.points_ratio_vs_qcodes": round(points_ratio_vs_qcodes(), 3),
     }

@@ -594,11 +594,22 @@ def _targets(bundle: Any, scope: str) -> list[str]:
 
 @main.command()
 @click.option("--limit", default=30, show_default=True, type=click.IntRange(1, 100_000))
+@click.option("--clean-dead", is_flag=True,
+              help="Mark runs whose process died as dead and make their files whole.")
 @pass_ctx
-def runs(ctx: Context, limit: int) -> None:
-    """List the runs in the data directory, newest first."""
+def runs(ctx: Context, limit: int, clean_dead: bool) -> None:
+    """List the runs in the data directory, newest first (``dead``: its process died)."""
     from qnetlab.runread import list_runs
 
+    if clean_dead:
+        from qnetlab.runstore import clean_dead_runs
+
+        marked = clean_dead_runs(ctx.data)
+        for r in marked:
+            click.echo(f"marked run {r['run_id']} ({r['name']}, pid {r['pid']} on "
+                       f"{r['host'] or '?'}) {r['status']}")
+        click.echo(f"{len(marked)} dead run(s) cleaned up in {ctx.data}")
+        return
     rows = list_runs(ctx.data)[:limit]
     if not rows:
         click.echo(f"no runs in {ctx.data}")

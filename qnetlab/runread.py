@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from dataclasses import dataclass, field
@@ -13,10 +14,10 @@ import h5py
 import hdf5plugin  # noqa: F401 - registers the Blosc filter the streams use
 import numpy as np
 from qcodes.dataset import load_by_guid, load_by_id
-from qcodes.dataset.sqlite.database import connect
 
-from .datadir import database_path
+from .datadir import database_path, exclusive, open_database, process_state
 
+log = logging.getLogger(__name__)
 _GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
 
 
@@ -45,24 +46,76 @@ class RunData:
         return self.dataset.to_xarray_dataset()
 
 
+def open_hdf5(path: str | os.PathLike[str]) -> h5py.File:
+    """Open a run file for reading, whatever state its writer left it in.
+
+    A live or killed SWMR writer leaves the file's SWMR-write flag set, which a plain open
+    refuses ("use h5clear"): SWMR-read mode reads such files as they are. Files from before the
+    1.10 format do not take SWMR-read mode and open plainly; a lock held by a stuck process on
+    a file system without working locks is not honoured when reading."""
+    errors = []
+    for kwargs in ({"swmr": True}, {}, {"swmr": True, "locking": False}, {"locking": False}):
+        try:
+            return h5py.File(path, "r", **kwargs)
+        except OSError as exc:
+            errors.append(exc)
+    raise OSError(f"run file {os.fspath(path)!r} cannot be opened: {errors[0]}")
+
+
+def stream_columns(f: h5py.File, name: str, *, tail_only: bool = False
+                   ) -> tuple[int, dict[str, np.ndarray]]:
+    """The rows of stream ``name``: ``(n, columns)`` where ``n`` is the number of whole rows in
+    its compressed datasets and ``columns`` all rows (or, with ``tail_only``, only those after
+    ``n``, taken from the stream's tail ring; see :class:`qnetlab.runstore.Stream`)."""
+    group = f["streams"][name]
+    if f.swmr_mode:
+        for ds in group.values():
+            ds.refresh()
+    n = min((ds.shape[0] for ds in group.values()), default=0)
+    tail = _tail_rows(f, name, n)
+    if tail_only:
+        return n, tail
+    columns = {k: ds[:n] for k, ds in group.items()}
+    if tail:
+        columns = {k: np.concatenate((a, tail[k])) for k, a in columns.items()}
+    return n, columns
+
+
+def _tail_rows(f: h5py.File, name: str, start: int) -> dict[str, np.ndarray]:
+    """Rows ``start, start + 1, ...`` found in the tail ring (stops at the first gap)."""
+    if "tails" not in f or name not in f["tails"]:
+        return {}
+    ds = f["tails"][name]
+    if f.swmr_mode:
+        ds.refresh()
+    ring = ds[()]
+    rows = ring["row"]
+    keep = ring[rows >= start]
+    keep = keep[np.argsort(keep["row"], kind="stable")]
+    expected = np.arange(start, start + keep.size)
+    gap = np.flatnonzero(keep["row"] != expected)
+    keep = keep[: gap[0]] if gap.size else keep
+    return {k: np.ascontiguousarray(keep[k]) for k in ring.dtype.names if k != "row"}
+
+
 def read_hdf5(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Attributes, JSON blocks and streams of a run file, also of one killed mid-run."""
-    try:
-        f = h5py.File(path, "r", swmr=True)
-    except OSError:
-        f = h5py.File(path, "r")
-    with f:
+    with open_hdf5(path) as f:
         attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
         blocks = {k: json.loads(f[k][()]) for k in ("snapshot", "calibration", "metadata")
                   if k in f}
-        streams = {}
-        for name, group in f.get("streams", {}).items():
-            if f.swmr_mode:
-                for ds in group.values():
-                    ds.refresh()
-            n = min((ds.shape[0] for ds in group.values()), default=0)
-            streams[name] = {k: ds[:n] for k, ds in group.items()}
+        streams = {name: stream_columns(f, name)[1] for name in f.get("streams", {})}
     return {"attrs": attrs, "streams": streams, **blocks}
+
+
+def _read_hdf5_or_note(path: Path) -> dict[str, Any]:
+    """The run file's contents, or (for a file no reader can open, e.g. a stub left by a
+    writer of an older qnetlab killed while creating it) the error, so the run still loads."""
+    try:
+        return read_hdf5(path)
+    except OSError as exc:
+        log.warning("run file %s unreadable: %s", path, exc)
+        return {"attrs": {"hdf5_error": str(exc)}, "streams": {}}
 
 
 def load_run(ref: int | str | os.PathLike[str], data_dir: str | os.PathLike[str] | None = None
@@ -71,28 +124,31 @@ def load_run(ref: int | str | os.PathLike[str], data_dir: str | os.PathLike[str]
     h5: dict[str, Any] | None = None
     if isinstance(ref, os.PathLike) or (isinstance(ref, str) and ref.endswith(".h5")):
         h5 = read_hdf5(ref)
-        conn = connect(h5["attrs"]["qcodes_db"])
-        dataset = load_by_guid(h5["attrs"]["guid"], conn=conn)
+        folder = Path(h5["attrs"]["qcodes_db"]).parent
+        conn = open_database(folder)
+        with exclusive(folder).hold():  # a run being started is read once started
+            dataset = load_by_guid(h5["attrs"]["guid"], conn=conn)
         hdf5_path: Path | None = Path(ref)
     else:
-        conn = connect(database_path(data_dir))
-        if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
-            dataset = load_by_id(int(ref), conn=conn)
-        elif isinstance(ref, str) and _GUID.match(ref):
-            dataset = load_by_guid(ref, conn=conn)
-        else:
-            raise ValueError(f"run reference {ref!r} is not a run id, a GUID or an .h5 path")
+        conn = open_database(data_dir)
+        with exclusive(data_dir).hold():  # a run being started is read once started
+            if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+                dataset = load_by_id(int(ref), conn=conn)
+            elif isinstance(ref, str) and _GUID.match(ref):
+                dataset = load_by_guid(ref, conn=conn)
+            else:
+                raise ValueError(f"run reference {ref!r} is not a run id, a GUID or an .h5 "
+                                 "path")
         path = dataset.metadata.get("qnetlab_hdf5")
         hdf5_path = Path(path) if path else None
         if hdf5_path is not None and hdf5_path.exists():
-            h5 = read_hdf5(hdf5_path)
-    status = str(dataset.metadata.get("qnetlab_status", ""))
-    if h5 is not None:
-        status = str(h5["attrs"].get("status", status))
+            h5 = _read_hdf5_or_note(hdf5_path)
+    status = run_status(dataset)
+    if h5 is not None and h5["attrs"].get("status", "running") != "running":
+        status = str(h5["attrs"]["status"])
     return RunData(
         name=str(dataset.metadata.get("qnetlab_run_name", dataset.name)),
-        guid=dataset.guid, run_id=dataset.captured_run_id,
-        status=status or ("completed" if dataset.completed else "running"),
+        guid=dataset.guid, run_id=dataset.captured_run_id, status=status,
         dataset=dataset, hdf5_path=hdf5_path,
         streams=h5["streams"] if h5 else {}, snapshot=h5.get("snapshot", {}) if h5 else {},
         calibration=h5.get("calibration", {}) if h5 else {},
@@ -100,25 +156,47 @@ def load_run(ref: int | str | os.PathLike[str], data_dir: str | os.PathLike[str]
     )
 
 
+def run_status(dataset: Any) -> str:
+    """The status a run ended with; for one not ended, ``running`` while its process lives
+    (or lives on another host) and ``dead`` once it is gone.
+
+    The run store records the process while it starts the run, holding the data directory's
+    lock, ``qnetlab_started_utc`` last; callers read under the same lock, so a run not ended
+    and without that key is a start its process never finished (it was killed): ``dead``."""
+    meta = dataset.metadata
+    if "qnetlab_status" in meta:
+        return str(meta["qnetlab_status"])
+    if dataset.completed:
+        return "completed"
+    if "qnetlab_started_utc" not in meta:
+        return "dead"
+    state = process_state(meta.get("qnetlab_pid"), meta.get("qnetlab_host"),
+                          meta.get("qnetlab_proc_start", -1))
+    return "dead" if state == "dead" else "running"
+
+
 def list_runs(data_dir: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
-    """Every run of the data directory's QCoDeS database, newest first."""
+    """Every run of the data directory's QCoDeS database, newest first; ``status`` is
+    ``dead`` for a run whose process died (see :func:`run_status`)."""
     from qcodes.dataset import experiments
 
-    path = database_path(data_dir)
-    if not path.exists():
+    if not database_path(data_dir).exists():
         return []
-    conn = connect(path)
-    rows = []
-    for exp in experiments(conn=conn):
-        for ds in exp.data_sets():
-            meta = ds.metadata
-            rows.append({
-                "run_id": ds.captured_run_id, "guid": ds.guid,
-                "name": str(meta.get("qnetlab_run_name", ds.name)),
-                "status": str(meta.get("qnetlab_status", "completed" if ds.completed
-                                       else "running")),
-                "started": (ds.run_timestamp() or "")[:19], "sample": exp.sample_name,
-                "hdf5": meta.get("qnetlab_hdf5", ""),
-            })
+    conn = open_database(data_dir)
+    with exclusive(data_dir).hold():  # runs being started are listed once started
+        rows = [_row(exp, ds) for exp in experiments(conn=conn) for ds in exp.data_sets()]
     conn.close()
     return sorted(rows, key=lambda r: r["run_id"], reverse=True)
+
+
+def _row(exp: Any, ds: Any) -> dict[str, Any]:
+    """One line of :func:`list_runs`."""
+    meta = ds.metadata
+    return {
+        "run_id": ds.captured_run_id, "guid": ds.guid,
+        "name": str(meta.get("qnetlab_run_name", ds.name)),
+        "status": run_status(ds), "pid": meta.get("qnetlab_pid"),
+        "host": meta.get("qnetlab_host", ""),
+        "started": (ds.run_timestamp() or "")[:19], "sample": exp.sample_name,
+        "hdf5": meta.get("qnetlab_hdf5", ""),
+    }

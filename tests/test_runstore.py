@@ -143,7 +143,7 @@ def test_a_run_killed_with_sigkill_leaves_readable_files(tmp_path):
     proc.stdout.close()
     assert proc.returncode == -signal.SIGKILL and flushed >= 20
     run = load_run(h5_path)
-    assert run.status == "running"  # never closed: the reader can tell
+    assert run.status == "dead"  # never closed and its process is gone: the reader can tell
     tags = run.streams["tags"]
     assert tags["time_ps"].size >= (flushed + 1) * 1000
     np.testing.assert_array_equal(tags["time_ps"][: (flushed + 1) * 1000],
