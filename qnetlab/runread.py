@@ -1,4 +1,8 @@
-"""Reading runs back: one call, by QCoDeS run id, GUID or HDF5 path."""
+"""Reading runs back: one call, by QCoDeS run id, GUID or HDF5 path.
+
+A run's file is ``<final>.h5.live`` while its run is open (or after its writer was killed) and
+``<final>.h5`` once closed; every reader here takes either name and finds whichever exists
+(:func:`run_file`)."""
 
 from __future__ import annotations
 
@@ -18,6 +22,9 @@ from qcodes.dataset import load_by_guid, load_by_id
 from .datadir import database_path, exclusive, open_database, process_state
 
 log = logging.getLogger(__name__)
+#: Appended to a run file's final name while the run is open (an SWMR file): never ``*.h5``,
+#: so tools that open ``*.h5`` plainly only ever meet closed, ordinary files.
+LIVE_SUFFIX = ".live"
 _GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
 
 
@@ -30,12 +37,14 @@ class RunData:
     run_id: int
     status: str
     dataset: Any
-    hdf5_path: Path | None
+    hdf5_path: Path | None  # the run's file as recorded (its final ``.h5`` name)
     streams: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     snapshot: dict[str, Any] = field(default_factory=dict)
     calibration: dict[str, Any] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
     attrs: dict[str, Any] = field(default_factory=dict)
+    #: the file actually read: ``hdf5_path`` or, for a run open or killed, its live file
+    hdf5_file: Path | None = None
 
     def arrays(self) -> dict[str, dict[str, np.ndarray]]:
         """Swept data as numpy arrays: ``{dependent: {name: array, setpoint: array}}``."""
@@ -44,6 +53,47 @@ class RunData:
     def xarray(self) -> Any:
         """Swept data as an xarray Dataset (QCoDeS's own export)."""
         return self.dataset.to_xarray_dataset()
+
+
+def final_path(path: str | os.PathLike[str]) -> Path:
+    """A run file's final ``.h5`` name, given it or its live name."""
+    path = Path(path)
+    if path.name.endswith(".h5" + LIVE_SUFFIX):
+        return path.with_name(path.name[: -len(LIVE_SUFFIX)])
+    return path
+
+
+def live_path(path: str | os.PathLike[str]) -> Path:
+    """The name a run file has while its run is open: ``<final>.h5.live``."""
+    final = final_path(path)
+    return final.with_name(final.name + LIVE_SUFFIX)
+
+
+def run_file(path: str | os.PathLike[str]) -> Path | None:
+    """The file holding the run recorded as ``path`` (final or live name): the closed final file
+    if it exists (complete, even when a killed closer left the live one too), else the live
+    file, else ``None``."""
+    final = final_path(path)
+    for candidate in (final, live_path(final)):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def open_run_file(path: str | os.PathLike[str]) -> h5py.File:
+    """Open the run file recorded as ``path`` for reading (see :func:`run_file`); a file
+    renamed from live to final between the look and the open is found under its new name."""
+    for _ in range(3):
+        found = run_file(path)
+        if found is None:
+            break
+        try:
+            return open_hdf5(found)
+        except OSError:
+            if found.exists():
+                raise
+    final = final_path(path)
+    raise FileNotFoundError(f"no run file {os.fspath(final)!r} (nor {live_path(final).name!r})")
 
 
 def open_hdf5(path: str | os.PathLike[str]) -> h5py.File:
@@ -99,13 +149,15 @@ def _tail_rows(f: h5py.File, name: str, start: int) -> dict[str, np.ndarray]:
 
 
 def read_hdf5(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Attributes, JSON blocks and streams of a run file, also of one killed mid-run."""
-    with open_hdf5(path) as f:
+    """Attributes, JSON blocks and streams of a run file (final or live name, see
+    :func:`run_file`), also of one killed mid-run."""
+    with open_run_file(path) as f:
         attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
         blocks = {k: json.loads(f[k][()]) for k in ("snapshot", "calibration", "metadata")
                   if k in f}
         streams = {name: stream_columns(f, name)[1] for name in f.get("streams", {})}
-    return {"attrs": attrs, "streams": streams, **blocks}
+        file = Path(f.filename)
+    return {"attrs": attrs, "streams": streams, "file": file, **blocks}
 
 
 def _read_hdf5_or_note(path: Path) -> dict[str, Any]:
@@ -120,28 +172,22 @@ def _read_hdf5_or_note(path: Path) -> dict[str, Any]:
 
 def load_run(ref: int | str | os.PathLike[str], data_dir: str | os.PathLike[str] | None = None
              ) -> RunData:
-    """Load a run by QCoDeS run id (int), GUID (str) or the path of its HDF5 file."""
+    """Load a run by QCoDeS run id (int), GUID (str) or the path of its HDF5 file (its final
+    ``.h5`` name or its live name, whichever exists)."""
     h5: dict[str, Any] | None = None
-    if isinstance(ref, os.PathLike) or (isinstance(ref, str) and ref.endswith(".h5")):
+    if isinstance(ref, os.PathLike) or (isinstance(ref, str) and ref.endswith(
+            (".h5", ".h5" + LIVE_SUFFIX))):
         h5 = read_hdf5(ref)
         folder = Path(h5["attrs"]["qcodes_db"]).parent
         conn = open_database(folder)
         with exclusive(folder).hold():  # a run being started is read once started
             dataset = load_by_guid(h5["attrs"]["guid"], conn=conn)
-        hdf5_path: Path | None = Path(ref)
+        hdf5_path: Path | None = final_path(ref)
     else:
-        conn = open_database(data_dir)
-        with exclusive(data_dir).hold():  # a run being started is read once started
-            if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
-                dataset = load_by_id(int(ref), conn=conn)
-            elif isinstance(ref, str) and _GUID.match(ref):
-                dataset = load_by_guid(ref, conn=conn)
-            else:
-                raise ValueError(f"run reference {ref!r} is not a run id, a GUID or an .h5 "
-                                 "path")
+        dataset = _load_dataset(ref, data_dir)
         path = dataset.metadata.get("qnetlab_hdf5")
         hdf5_path = Path(path) if path else None
-        if hdf5_path is not None and hdf5_path.exists():
+        if hdf5_path is not None and run_file(hdf5_path) is not None:
             h5 = _read_hdf5_or_note(hdf5_path)
     status = run_status(dataset)
     if h5 is not None and h5["attrs"].get("status", "running") != "running":
@@ -153,7 +199,19 @@ def load_run(ref: int | str | os.PathLike[str], data_dir: str | os.PathLike[str]
         streams=h5["streams"] if h5 else {}, snapshot=h5.get("snapshot", {}) if h5 else {},
         calibration=h5.get("calibration", {}) if h5 else {},
         metadata=h5.get("metadata", {}) if h5 else {}, attrs=h5["attrs"] if h5 else {},
+        hdf5_file=h5.get("file") if h5 else None,
     )
+
+
+def _load_dataset(ref: int | str, data_dir: str | os.PathLike[str] | None) -> Any:
+    """The QCoDeS dataset of run id or GUID ``ref``."""
+    conn = open_database(data_dir)
+    with exclusive(data_dir).hold():  # a run being started is read once started
+        if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+            return load_by_id(int(ref), conn=conn)
+        if isinstance(ref, str) and _GUID.match(ref):
+            return load_by_guid(ref, conn=conn)
+    raise ValueError(f"run reference {ref!r} is not a run id, a GUID or an .h5 path")
 
 
 def run_status(dataset: Any) -> str:

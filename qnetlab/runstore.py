@@ -7,16 +7,20 @@
   further point arrives, so they reach disk within the flush period in any case.
 - Raw streams (time tags, per-herald records, per-shot outcomes) go into one HDF5 file per run,
   written with h5py in SWMR mode in the HDF5 1.10 format, flushed after every append, so a run
-  killed with SIGKILL leaves a readable file holding everything appended before the kill. The
-  file is created under a temporary name and linked into place, so a kill during creation
-  leaves no file; closing the run compacts it (see :class:`Stream`) and renames it into place.
-  Schema: ``docs/run-store.md`` (``SCHEMA_VERSION``).
+  killed with SIGKILL leaves a file holding everything appended before the kill. While the run
+  is open the file is ``<final>.h5.live`` (an SWMR file, which plain HDF5 opens refuse after a
+  kill); closing the run compacts it (see :class:`Stream`) into an ordinary ``<final>.h5``.
+  So every ``*.h5`` is a closed, ordinary file that any HDF5 tool opens. The live file is
+  created under a temporary name and linked into place, so a kill during creation leaves no
+  file. Schema: ``docs/run-store.md`` (``SCHEMA_VERSION``).
 - Several processes may share a data directory: QCoDeS writes take the directory's lock, the
   connection has a busy timeout, file names carry the unique run id and GUID.
 - Every run records its process (pid, host, start); ``qnetlab runs`` shows a run whose process
-  died as ``dead`` and :func:`clean_dead_runs` marks it so and compacts its file.
-- The HDF5 file carries the QCoDeS run's GUID; the QCoDeS run carries the HDF5 path in its
-  metadata (``qnetlab_hdf5``).
+  died as ``dead``; :func:`clean_dead_runs` (``qnetlab runs --clean-dead``) and every
+  :class:`RunStore` opening the data directory (:func:`recover_dead_runs`) mark it so and turn
+  its live file into an ordinary ``.h5``.
+- The HDF5 file carries the QCoDeS run's GUID; the QCoDeS run carries the HDF5 path (the final
+  ``.h5`` name; readers fall back to the live name) in its metadata (``qnetlab_hdf5``).
 """
 
 from __future__ import annotations
@@ -43,8 +47,8 @@ from qcodes.utils import NumpyJSONEncoder
 
 from .clock import Clock
 from .datadir import data_dir as resolve_data_dir
-from .datadir import exclusive, open_database, process_identity
-from .runread import list_runs, open_hdf5, stream_columns
+from .datadir import database_path, exclusive, open_database, process_identity, process_state
+from .runread import LIVE_SUFFIX, final_path, live_path, open_hdf5, run_status, stream_columns
 
 log = logging.getLogger(__name__)
 
@@ -246,6 +250,12 @@ class Run:
             raise RuntimeError(f"run {self.name!r}: declare streams before the run starts")
         self._stream_specs[name] = (dict(fields), dict(units or {}))
 
+    @property
+    def live_path(self) -> Path | None:
+        """The run's file while the run is open (``hdf5_path`` + ``.live``); ``hdf5_path``, its
+        final name, exists once the run is closed."""
+        return None if self.hdf5_path is None else live_path(self.hdf5_path)
+
     @staticmethod
     def _name_of(p: ParameterBase | str) -> str:
         return p.register_name if isinstance(p, ParameterBase) else str(p)
@@ -297,16 +307,17 @@ class Run:
         self.events.append({"lab_time": lab_time, "kind": kind, "detail": detail})
 
     def _open_hdf5(self) -> None:
-        """Create the file under a temporary name, switch it to SWMR, then link it into place:
-        a kill at any moment leaves either no run file or a valid one (never a stub)."""
-        assert self.hdf5_path is not None
-        tmp = self.hdf5_path.with_name(f".{self.hdf5_path.name}.{os.getpid()}.creating")
+        """Create the file under a temporary name, switch it to SWMR, then link it into place
+        under its live name (``<final>.h5.live``): a kill at any moment leaves either no run
+        file or a valid one (never a stub), and never an SWMR file named ``*.h5``."""
+        assert self.hdf5_path is not None and self.live_path is not None
+        tmp = _temporary(self.hdf5_path, "creating")
         f = h5py.File(tmp, "w", libver=LIBVER)
         try:
             self._write_header(f)
             f.swmr_mode = True
             f.flush()
-            os.link(tmp, self.hdf5_path)  # fails rather than overwrite another run's file
+            os.link(tmp, self.live_path)  # fails rather than overwrite another run's file
         except BaseException:
             f.close()
             tmp.unlink(missing_ok=True)
@@ -352,7 +363,7 @@ class Run:
         finally:
             self._h5.close()
             try:  # the file first: a kill before QCoDeS records the end leaves a dead run
-                finalize_file(self.hdf5_path, self._final_attrs(exc_type, exc))
+                finalize_file(self.live_path, self._final_attrs(exc_type, exc))
             finally:
                 with self.store.database():
                     self._saver.dataset.add_metadata("qnetlab_status", self.status)
@@ -425,15 +436,19 @@ class Run:
         return self._saver.dataset
 
 
-def finalize_file(path: str | os.PathLike[str], attrs: Mapping[str, Any]) -> None:
+def finalize_file(path: str | os.PathLike[str], attrs: Mapping[str, Any]) -> Path:
     """Rewrite a run file compactly and closed, with ``attrs`` added, under a temporary name,
-    then rename it over the original (a kill meanwhile leaves the original intact).
+    then rename it to its final ``.h5`` name and remove the live file ``path`` (if ``path``
+    is a final name, the file is replaced in place). Returns the final path.
 
-    Stream data is copied chunk for chunk (no recompression), the tail rows are appended and the
-    tails dropped, so the file holds its data and little else; the result is an ordinary
-    (non-SWMR) HDF5 1.10 file, also when the original was left behind by a killed writer."""
+    A kill meanwhile leaves the original intact (or, after the rename, both: readers take the
+    final file, recovery removes the live one). Stream data is copied chunk for chunk (no
+    recompression), the tail rows are appended and the tails dropped, so the file holds its
+    data and little else; the result is an ordinary (non-SWMR) HDF5 1.10 file, also when the
+    original was left behind by a killed writer."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.compacting")
+    final = final_path(path)
+    tmp = _temporary(final, "compacting")
     try:
         with open_hdf5(path) as src, h5py.File(tmp, "w", libver=LIBVER) as dst:
             dst.attrs.update(dict(src.attrs))
@@ -446,9 +461,29 @@ def finalize_file(path: str | os.PathLike[str], attrs: Mapping[str, Any]) -> Non
                 _copy_stream(src, group, out.create_group(name), name)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, final)
+        _fsync_dir(final.parent)
     finally:
         tmp.unlink(missing_ok=True)
+    if path != final:
+        path.unlink(missing_ok=True)
+    return final
+
+
+def _temporary(final: Path, purpose: str) -> Path:
+    """A hidden temporary next to run file ``final``, naming this process and host, e.g.
+    ``.<final>.<pid>@<host>.creating`` (see :func:`_remove_stray_temporaries`)."""
+    me = process_identity()
+    return final.with_name(f".{final.name}.{me['pid']}@{me['host']}.{purpose}")
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (a power cut cannot bring the old name back)."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _copy_stream(src: h5py.File, group: h5py.Group, out: h5py.Group, name: str) -> None:
@@ -464,34 +499,115 @@ def _copy_stream(src: h5py.File, group: h5py.Group, out: h5py.Group, name: str) 
 
 
 def clean_dead_runs(data_dir: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
-    """Mark every run whose process died as ``dead`` in QCoDeS and in its HDF5 file (compacted,
-    readable without ``h5clear``); remove files a killed writer left half-created. Returns the
-    runs marked, each with the status recorded."""
-    from qcodes.dataset import load_by_guid
-
+    """``qnetlab runs --clean-dead``: :func:`recover_dead_runs` on the data directory (without
+    creating a database where there is none). Returns the runs it finalised."""
     folder = resolve_data_dir(data_dir)
-    dead = [r for r in list_runs(folder) if r["status"] == "dead"]
-    _remove_stray_temporaries(folder)
-    if not dead:
+    if not database_path(folder).exists():
+        with exclusive(folder).hold():
+            _remove_stray_temporaries(folder)
         return []
     conn = open_database(folder)
     try:
-        for row in dead:
-            status = _close_dead_file(Path(row["hdf5"])) if row["hdf5"] else "dead"
-            row["status"] = status
-            with exclusive(folder).hold():
-                ds = load_by_guid(row["guid"], conn=conn)
-                ds.add_metadata("qnetlab_status", status)
-                if ds.started and not ds.completed:  # a start killed early never started
-                    ds.mark_completed()
+        return recover_dead_runs(folder, conn)
     finally:
         conn.close()
-    return dead
+
+
+def recover_dead_runs(folder: Path, conn: Any) -> list[dict[str, Any]]:
+    """Finalise every run of data directory ``folder`` whose process died, under the
+    directory's lock: its live file becomes an ordinary, compacted ``<final>.h5`` holding all
+    it held (status ``dead``), QCoDeS records the run as ended (``qnetlab_status``), and
+    temporaries a killed writer left are removed.
+
+    Only a process that pid, host and start time say is dead on *this* host counts: a live
+    file of a process still running, here or on another host, is never touched. Returns one
+    dict per run finalised (``run_id``, ``guid``, ``name``, ``pid``, ``host``, ``status``)."""
+    from qcodes.dataset import load_by_guid
+
+    done: dict[str, dict[str, Any]] = {}
+    with exclusive(folder).hold():
+        _remove_stray_temporaries(folder)
+        for live in sorted((folder / "runs").glob("*/*.h5" + LIVE_SUFFIX)):
+            recovered = _recover_live_file(live)
+            if recovered is not None:
+                done[recovered["guid"]] = recovered
+        for guid in {*done, *_unfinished_guids(conn)}:
+            try:
+                ds = load_by_guid(guid, conn=conn)
+            except NameError:  # a file whose run is not in this database
+                continue
+            row = done.get(guid) or _dead_unfinished(ds)
+            if row is not None:
+                _mark_ended(ds, row["status"])
+                done[guid] = {**row, "run_id": ds.captured_run_id,
+                              "name": str(ds.metadata.get("qnetlab_run_name", ds.name))}
+    for row in done.values():
+        log.info("run %s (%s) of dead process %s on %s finalised as %s", row["run_id"],
+                 row["name"], row["pid"], row["host"], row["status"])
+    return sorted(done.values(), key=lambda r: r["run_id"])
+
+
+def _recover_live_file(live: Path) -> dict[str, Any] | None:
+    """Finalise live file ``live`` if its writer is dead on this host; its run's identity and
+    end status, or ``None`` when the file is left alone."""
+    try:
+        with open_hdf5(live) as f:
+            attrs = {k: (v.item() if isinstance(v, np.generic) else v)
+                     for k, v in f.attrs.items()}
+    except OSError as exc:
+        log.warning("live run file %s unreadable, left alone: %s", live, exc)
+        return None
+    pid, host = attrs.get("pid"), attrs.get("host", "")
+    if process_state(pid, host, attrs.get("proc_start", -1)) != "dead":
+        return None
+    final = final_path(live)
+    if final.exists():  # killed between writing the final file and removing the live one
+        with open_hdf5(final) as f:
+            status = str(f.attrs.get("status", "dead"))
+        live.unlink(missing_ok=True)
+    else:
+        status = str(attrs.get("status", "running"))
+        status = "dead" if status == "running" else status
+        finalize_file(live, {"status": status, "ended_utc": _utc_now()})
+    return {"guid": str(attrs.get("guid", "")), "pid": pid, "host": host, "status": status,
+            "run_id": attrs.get("qcodes_run_id"), "name": str(attrs.get("run_name", ""))}
+
+
+def _unfinished_guids(conn: Any) -> list[str]:
+    """GUIDs of the QCoDeS runs not marked completed (few: running or dead ones)."""
+    return [row[0] for row in conn.execute("SELECT guid FROM runs WHERE is_completed = 0")]
+
+
+def _dead_unfinished(ds: Any) -> dict[str, Any] | None:
+    """The end to record for unfinished QCoDeS run ``ds`` if its process is dead (its file, if
+    any, already finalised), else ``None``."""
+    meta = ds.metadata
+    if "qnetlab_status" in meta:  # killed after recording its status, before QCoDeS's end
+        status = str(meta["qnetlab_status"])
+        if process_state(meta.get("qnetlab_pid"), meta.get("qnetlab_host"),
+                         meta.get("qnetlab_proc_start", -1)) != "dead":
+            return None
+    elif run_status(ds) != "dead":
+        return None
+    else:
+        path = meta.get("qnetlab_hdf5")
+        status = _close_dead_file(Path(path)) if path else "dead"
+    return {"guid": ds.guid, "pid": meta.get("qnetlab_pid"),
+            "host": meta.get("qnetlab_host", ""), "status": status}
+
+
+def _mark_ended(ds: Any, status: str) -> None:
+    """Record in QCoDeS that run ``ds`` ended with ``status`` (a status it recorded itself
+    stays)."""
+    if "qnetlab_status" not in ds.metadata:
+        ds.add_metadata("qnetlab_status", status)
+    if ds.started and not ds.completed:  # a start killed early never started
+        ds.mark_completed()
 
 
 def _close_dead_file(path: Path) -> str:
-    """Finalize a dead run's file as ``dead``; a file its writer had already closed keeps its
-    status (the kill fell between closing the file and recording the end in QCoDeS)."""
+    """The status a dead run's final file records; one written in place by an older qnetlab
+    (an SWMR ``.h5`` still ``running``) is finalised as ``dead`` first."""
     if not path.exists():
         return "dead"
     with open_hdf5(path) as f:
@@ -503,21 +619,17 @@ def _close_dead_file(path: Path) -> str:
 
 
 def _remove_stray_temporaries(folder: Path) -> None:
-    """Delete ``.<run>.h5.<pid>.creating|compacting`` files whose process is gone."""
+    """Delete ``.<run>.h5.<pid>@<host>.creating|compacting`` files whose process is dead on
+    this host (names without ``@host``, from older versions, are taken as this host's)."""
     for tmp in (folder / "runs").glob("*/.*.h5.*.*ing"):
-        pid = tmp.name.rsplit(".", 2)[-2]
-        if pid.isdigit() and not _pid_alive(int(pid)):
+        writer = tmp.name.rsplit(".", 1)[0]
+        writer, _, host = writer.partition("@") if "@" in writer else (writer, "", None)
+        pid = writer.rsplit(".", 1)[-1]
+        if not pid.isdigit():
+            continue
+        state = process_state(int(pid), host or process_identity()["host"])
+        if state == "dead":
             tmp.unlink(missing_ok=True)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class RunStore:
@@ -529,6 +641,8 @@ class RunStore:
         self.data_dir = resolve_data_dir(data_dir)
         self.database_path = self.data_dir / "qnetlab.db"
         self.connection = open_database(self.data_dir, any_thread=True)
+        #: runs of dead processes this store finalised on opening (see recover_dead_runs)
+        self.recovered = recover_dead_runs(self.data_dir, self.connection)
         self._thread_lock = threading.RLock()
         self.flush_period_s = flush_period_s
         self.flush_points = flush_points

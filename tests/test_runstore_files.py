@@ -63,7 +63,7 @@ def test_a_live_file_stays_sized_by_its_data(qnetlab_store):
     with run:
         for i in range(0, times.size, 1_000):
             run.streams["tags"].append(time_ps=times[i:i + 1_000], channel=channels[i:i + 1_000])
-        live = os.path.getsize(run.hdf5_path)
+        live = os.path.getsize(run.live_path)
     data = storage_bytes(run.hdf5_path)
     tail_bytes = qnetlab_store.chunk_rows * (8 + 8 + 1)  # the ring: row number + 2 columns
     assert live <= data + tail_bytes + 100_000, f"live file {live} B for {data} B of data"

@@ -26,7 +26,7 @@ def _start(data: Path) -> subprocess.Popen:
 
 def _wait_for_a_run_file(data: Path, proc: subprocess.Popen, timeout_s: float = 120) -> None:
     deadline = time.monotonic() + timeout_s
-    while not list(data.rglob("*.h5")):
+    while not list(data.rglob("*.h5*")):  # a run file: live (.h5.live) or closed
         assert proc.poll() is None, f"qnetlab ended before its run started: {proc.stderr.read()}"
         assert time.monotonic() < deadline, "no run started"
         time.sleep(0.1)
