@@ -124,25 +124,30 @@ def test_a_killed_run_shows_dead_and_clean_dead_makes_its_file_whole(tmp_path, c
     sigkill(proc)
     (row,) = list_runs(tmp_path)
     assert row["status"] == "dead" and row["pid"] == proc.pid and row["host"]
-    path = row["hdf5"]
-    with pytest.raises(OSError):  # the SWMR-write flag a killed writer leaves ...
-        h5py.File(path, "r").close()
+    path, live = row["hdf5"], row["hdf5"] + ".live"
+    assert not os.path.exists(path)  # until the run is finalised, its file has its live name
+    with pytest.raises(OSError, match="h5clear"):  # the SWMR-write flag a killed writer leaves
+        h5py.File(live, "r").close()
     before = read_hdf5(path)["streams"]["tags"]  # ... does not stop our readers
     assert before["time_ps"].size >= 200_100
     np.testing.assert_array_equal(before["time_ps"], np.arange(before["time_ps"].size))
     assert run_cli(["--data", str(tmp_path), "runs"]) == 0
     assert " dead " in capsys.readouterr().out
-    report = tmp_path / "killed.html"
-    assert run_cli(["--data", str(tmp_path), "report", "1", "--out", str(report)]) == 0
-    assert "dead" in report.read_text()
+    for ref in ("1", live):  # a report by id or by the live file's path
+        report = tmp_path / "killed.html"
+        assert run_cli(["--data", str(tmp_path), "report", ref, "--out", str(report)]) == 0
+        assert "dead" in report.read_text() and "killed_writer" in report.read_text()
     assert run_cli(["--data", str(tmp_path), "runs", "--clean-dead"]) == 0
     assert "marked run 1 (killed_writer" in capsys.readouterr().out
+    assert not os.path.exists(live)
     with h5py.File(path, "r") as f:  # a plain open works now: nothing to h5clear
         assert f.attrs["status"] == "dead" and "tails" not in f
         np.testing.assert_array_equal(f["streams/tags/time_ps"][()], before["time_ps"])
     run = load_run(row["guid"], tmp_path)
     assert run.status == "dead" and run.dataset.completed
     assert list_runs(tmp_path)[0]["status"] == "dead"
+    assert run_cli(["--data", str(tmp_path), "runs", "--clean-dead"]) == 0
+    assert "0 dead run(s) cleaned up" in capsys.readouterr().out  # each run cleaned once
     h5dump = shutil.which("h5dump")
     if h5dump:
         env = {**os.environ, "HDF5_PLUGIN_PATH": hdf5plugin.PLUGIN_PATH}
@@ -182,8 +187,12 @@ def test_kills_at_random_moments_leave_every_file_and_run_readable(tmp_path):
         run = load_run(row["guid"], tmp_path)
         n = run.streams["tags"]["time_ps"].size if run.streams else 0
         np.testing.assert_array_equal(run.streams["tags"]["time_ps"] if n else [], np.arange(n))
+    for path in (tmp_path / "runs").glob("*/*.h5"):  # right after the kills: every .h5 is
+        with h5py.File(path, "r") as f:               # closed and opens plainly
+            assert f.attrs["status"] in ("completed", "dead")
     assert run_cli(["--data", str(tmp_path), "runs", "--clean-dead"]) == 0
     assert {r["status"] for r in list_runs(tmp_path)} <= {"completed", "dead"}
+    assert not list((tmp_path / "runs").glob("*/*.live"))
     assert not list((tmp_path / "runs").glob("*/.*")), "temporary files left behind"
     h5dump = shutil.which("h5dump")
     env = {**os.environ, "HDF5_PLUGIN_PATH": hdf5plugin.PLUGIN_PATH}
