@@ -595,10 +595,12 @@ def _targets(bundle: Any, scope: str) -> list[str]:
 @main.command()
 @click.option("--limit", default=30, show_default=True, type=click.IntRange(1, 100_000))
 @click.option("--clean-dead", is_flag=True,
-              help="Mark runs whose process died as dead and make their files whole.")
+              help="Finalise runs whose process died on this host: mark them dead and turn "
+                   "their live files (.h5.live) into ordinary .h5 files.")
 @pass_ctx
 def runs(ctx: Context, limit: int, clean_dead: bool) -> None:
-    """List the runs in the data directory, newest first (``dead``: its process died)."""
+    """List the runs in the data directory, newest first (``dead``: its process died; any
+    command that records runs finalises such runs, ``--clean-dead`` does only that)."""
     from qnetlab.runread import list_runs
 
     if clean_dead:
