@@ -112,18 +112,36 @@ def _unreadable_hdf5(data: Path) -> list[str]:
     return bad
 
 
+def _wait_for_recording(data: Path, proc: subprocess.Popen, live: bool = False,
+                        timeout_s: float = 120) -> None:
+    """Wait until the demo records runs (its ``runs/`` folder exists): start-up is over; with
+    ``live``, until a run is open (its file, ``*.h5.live``, exists)."""
+    deadline = time.monotonic() + timeout_s
+    while proc.poll() is None and not (
+            list(data.glob("runs/*/*.h5.live")) if live else (data / "runs").is_dir()):
+        assert time.monotonic() < deadline, "the demo recorded no run"
+        time.sleep(0.02)
+
+
 def test_demos_killed_at_random_moments_leave_readable_data_and_a_rerun_succeeds(tmp_path):
-    """Three `qnetlab demo` runs with default settings on one data directory, each SIGKILLed
-    at a seeded random moment (each resumes what the previous one left)."""
+    """Four `qnetlab demo` runs with default settings on one data directory, each SIGKILLed
+    at a seeded random moment (each resumes what the previous one left): the first at any
+    moment from its start, the next two while the demo records its runs, the last one while a
+    run is open. Right after each kill (before anything reruns) every ``*.h5`` opens plainly
+    and with ``h5dump -H``."""
     data = tmp_path / "data"
     rng = random.Random(10)
-    for _ in range(3):
+    for k in range(4):
         proc = subprocess.Popen(_qnetlab(data, "demo"), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, env=_env())
-        time.sleep(rng.uniform(1.0, 7.0))  # wall time between a real start and a real kill
+        if k:
+            _wait_for_recording(data, proc, live=k == 3)
+        delay = rng.uniform(1.0, 7.0) if k == 0 else rng.uniform(0.0, 3.0) if k < 3 else 0.0
+        time.sleep(delay)  # wall time: a real process, a real kill
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
-    assert _unreadable_hdf5(data) == []
+        assert _unreadable_hdf5(data) == [], f"after kill {k}"
+    assert list(data.glob("runs/*/*.h5.live")), "the last kill fell outside a run"
     for run in list_runs(data):
         load_run(run["guid"], data)  # QCoDeS loads every run, with its HDF5 file if any
     rerun = subprocess.run(_qnetlab(data, "demo", "--no-report"), capture_output=True,
@@ -131,6 +149,7 @@ def test_demos_killed_at_random_moments_leave_readable_data_and_a_rerun_succeeds
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "Traceback" not in rerun.stderr
     assert _unreadable_hdf5(data) == []
+    assert not list(data.glob("runs/*/*.live"))  # the rerun finalised the dead runs' files
     assert not duplicates(data)
     runs = list_runs(data)
     assert len({r["guid"] for r in runs}) == len(runs)
