@@ -235,7 +235,9 @@ def run_status(dataset: Any) -> str:
 
 def list_runs(data_dir: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
     """Every run of the data directory's QCoDeS database, newest first; ``status`` is
-    ``dead`` for a run whose process died (see :func:`run_status`)."""
+    ``dead`` for a run whose process died (see :func:`run_status`), ``hdf5`` the run file's
+    recorded (final) name and ``file`` the file that exists now (live or final; ``""`` if
+    none)."""
     from qcodes.dataset import experiments
 
     if not database_path(data_dir).exists():
@@ -256,5 +258,6 @@ def _row(exp: Any, ds: Any) -> dict[str, Any]:
         "status": run_status(ds), "pid": meta.get("qnetlab_pid"),
         "host": meta.get("qnetlab_host", ""),
         "started": (ds.run_timestamp() or "")[:19], "sample": exp.sample_name,
-        "hdf5": meta.get("qnetlab_hdf5", ""),
+        "hdf5": meta.get("qnetlab_hdf5", ""),  # the final name, as recorded
+        "file": str(run_file(meta["qnetlab_hdf5"]) or "") if meta.get("qnetlab_hdf5") else "",
     }

@@ -85,6 +85,7 @@ def test_a_killed_writer_leaves_no_refused_h5_and_the_next_store_makes_it_whole(
     assert refusals(tmp_path) == []
     (row,) = list_runs(tmp_path)
     assert row["status"] == "dead" and row["hdf5"] == str(live)[: -len(".live")]
+    assert row["file"] == str(live)
     before = load_run(row["guid"], tmp_path)  # readable meanwhile, through the live file
     assert before.status == "dead" and before.hdf5_file == live
     flushed_tags = before.streams["tags"]["time_ps"]
@@ -108,7 +109,7 @@ def test_a_killed_writer_leaves_no_refused_h5_and_the_next_store_makes_it_whole(
     after = load_run(row["guid"], tmp_path)
     assert after.status == "dead" and after.dataset.completed and after.hdf5_file == final
     np.testing.assert_array_equal(after.arrays()["v"]["v"], flushed_v)
-    assert list_runs(tmp_path)[0]["status"] == "dead"
+    assert [(r["status"], r["file"]) for r in list_runs(tmp_path)] == [("dead", str(final))]
     again = RunStore(tmp_path)  # nothing left to do: nothing reported twice
     again.close()
     assert again.recovered == []
