@@ -544,7 +544,7 @@ def recover_dead_runs(folder: Path, conn: Any) -> list[dict[str, Any]]:
     for row in done.values():
         log.info("run %s (%s) of dead process %s on %s finalised as %s", row["run_id"],
                  row["name"], row["pid"], row["host"], row["status"])
-    return sorted(done.values(), key=lambda r: r["run_id"])
+    return sorted(done.values(), key=lambda r: r["run_id"] or 0)
 
 
 def _recover_live_file(live: Path) -> dict[str, Any] | None:
