@@ -24,6 +24,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from qnetlab.sequences.entanglement.frames import bell_sign
+from qnetlab.sequences.fom import LinkBudget, best_alpha
 from qnetlab.sequences.pumps import pumps_emitting
 from qnetlab.stations import StationBundle
 
@@ -44,7 +45,7 @@ from .fitting import (
     fit_rabi,
     fit_tuning_curve,
 )
-from .fom import LinkBudget, best_alpha
+from .linkcheck import LinkCheck
 
 C_LIGHT = 299_792_458.0
 
@@ -701,8 +702,6 @@ class LinkPhase(Calibration):
 def default_calibrations(**timeouts: float) -> list[Calibration]:
     """The testbed's calibrations (the seven above and the link check), optionally with
     timeouts overridden by name."""
-    from qnetlab.sequences.entanglement.linkcheck import LinkCheck
-
     classes = (CryostatReady, PumpCavity, MwMode, QubitSwap, PumpOperatingPoint,
                DetectorTiming, LinkPhase, LinkCheck)
     return [cls(timeout_s=timeouts.get(cls.name)) for cls in classes]

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pyvisa_qnetlab.device import InstrumentRefusal
 from qnetlab.sim_instruments.physics.heralding import (
     HeraldRecords,
     HeraldSetup,
@@ -25,6 +24,7 @@ from qnetlab.sim_instruments.physics.heralding import (
     true_state,
 )
 from qnetlab.sim_instruments.physics.world import Lab, Link
+from qnetlab.sim_instruments.protocol import InstrumentRefusal
 
 MAX_PAIRS = 1_000_000
 MAX_TIME_S = 7 * 86400.0

@@ -6,12 +6,12 @@ import math
 
 import numpy as np
 
-from pyvisa_qnetlab.device import InstrumentRefusal, ieee_block
 from qnetlab.sim_instruments.physics import constants as k_
 from qnetlab.sim_instruments.physics.detectors import Snspd
 from qnetlab.sim_instruments.physics.heralding import basis_vector
 from qnetlab.sim_instruments.physics.timetags import ChannelSpec, generate_stream, histogram
 from qnetlab.sim_instruments.physics.world import DetectorChannel, Link, Station
+from qnetlab.sim_instruments.protocol import InstrumentRefusal, ieee_block
 
 from .base import DeviceModel
 from .linklayer import LinkLayer, request_tags, swap
