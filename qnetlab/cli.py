@@ -237,15 +237,13 @@ def operating(bundle: Any, runs: Any) -> Iterator[Any]:
     ends with any exception (Ctrl-C, SIGTERM, SIGHUP, a failure), every emitter and heater
     of the station goes to its safe state; the read-back travels with the exception
     (``safe_state``) to the one line the CLI prints."""
-    from qnetlab.drivers.base import RECOVERY_LISTENERS
     from qnetlab.sequences.safety import default_watchdog, guarded, station_safe_state
 
     stopper = _installed_stopper()
     watchdog = default_watchdog(bundle, poll_s=5.0, on_event=runs.log_event)
     watchdog.stop_check = stopper.check if stopper is not None else None
-    RECOVERY_LISTENERS.append(runs.log_event)
     try:
-        with guarded(bundle, watchdog) as safe:
+        with bundle.recovery_listener(runs.log_event), guarded(bundle, watchdog) as safe:
             yield safe
     except BaseException as exc:
         if stopper is not None:
@@ -253,8 +251,6 @@ def operating(bundle: Any, runs: Any) -> Iterator[Any]:
         states = station_safe_state(bundle)
         exc.safe_state = states  # type: ignore[attr-defined]
         raise
-    finally:
-        RECOVERY_LISTENERS.remove(runs.log_event)
 
 
 def _bar(label: str, length: int) -> Any:
