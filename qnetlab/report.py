@@ -46,14 +46,9 @@ def image(path: Path | bytes, alt: str) -> str:
 
 
 def _png(figure: Any) -> bytes:
-    """A matplotlib figure as PNG bytes (then closed)."""
-    import matplotlib.pyplot as plt
-
+    """A matplotlib figure (a plain ``Figure``, outside pyplot) as PNG bytes."""
     buffer = io.BytesIO()
-    try:
-        figure.savefig(buffer, format="png", dpi=100)
-    finally:
-        plt.close(figure)
+    figure.savefig(buffer, format="png", dpi=100)
     return buffer.getvalue()
 
 

@@ -180,16 +180,11 @@ class CalContext:
 
     def save_figure(self, run: Run, figure: Any) -> None:
         """Save a fit figure as PNG beside the run's HDF5 file; the run's metadata points to it."""
-        import matplotlib.pyplot as plt
-
-        try:
-            if self.figures and run.hdf5_path is not None:
-                figure.tight_layout()
-                path = run.hdf5_path.with_suffix(".png")
-                figure.savefig(path, dpi=90)
-                run.dataset.add_metadata("qnetlab_figure", str(path))
-        finally:
-            plt.close(figure)
+        if self.figures and run.hdf5_path is not None:
+            figure.tight_layout()
+            path = run.hdf5_path.with_suffix(".png")
+            figure.savefig(path, dpi=90)
+            run.dataset.add_metadata("qnetlab_figure", str(path))
 
 
 class CalibrationGraph:

@@ -17,11 +17,8 @@ from __future__ import annotations
 import math
 from typing import Any, ClassVar
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 
 from qnetlab.sequences.entanglement.frames import bell_sign
 from qnetlab.sequences.fom import LinkBudget, best_alpha
@@ -55,7 +52,8 @@ def _node(ctx: CalContext, target: str) -> dict[str, Any]:
 
 
 def _figure(title: str, rows: int = 1) -> tuple[Any, Any]:
-    fig, axes = plt.subplots(rows, 1, figsize=(6.4, 3.2 * rows), squeeze=False)
+    fig = Figure(figsize=(6.4, 3.2 * rows))  # outside pyplot: no backend needed or forced
+    axes = fig.subplots(rows, 1, squeeze=False)
     fig.suptitle(title)
     return fig, axes[:, 0]
 
