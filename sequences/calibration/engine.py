@@ -29,7 +29,7 @@ from __future__ import annotations
 import enum
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -245,6 +245,29 @@ class CalibrationGraph:
     def dependencies(self, key: Key) -> list[Key]:
         return sorted(self.graph.predecessors(key))
 
+    def keys(self) -> list[Key]:
+        """Every (calibration, target), calibrations in the order given, targets sorted as
+        the topology lists them: the order status tables show."""
+        return [(name, target) for name, cal in self.calibrations.items()
+                for target in self.targets(cal.scope)]
+
+    def fresh(self, key: Key, states: Mapping[Key, NodeState], now: float) -> bool:
+        """The one rule for "fresh", used by the engine, ``qnetlab status`` and the dashboard:
+        the node's last success is no older than its calibration's timeout, it has not failed
+        or been held since, and none of its dependencies has been recalibrated (its values
+        changed) after that success. A fresh node is not measured again."""
+        st = states.get(key)
+        if st is None or st.last_success is None or st.last_outcome in ("failed", "held"):
+            return False
+        if now - st.last_success > self.calibrations[key[0]].timeout_s:
+            return False
+        for dep in self.dependencies(key):
+            dst = states.get(dep)
+            if dst is None or (dst.calibrated_at is not None
+                               and dst.calibrated_at > st.last_success):
+                return False
+        return True
+
 
 class Calibrator:
     """Runs a calibration graph on a station (``maintain``), recording everything."""
@@ -260,18 +283,8 @@ class Calibrator:
 
     # --- state ----------------------------------------------------------------------------------
     def check_state(self, key: Key, now: float) -> bool:
-        st = self.states.get(key)
-        cal = self.graph.calibrations[key[0]]
-        if st is None or st.last_success is None or st.last_outcome in ("failed", "held"):
-            return False
-        if now - st.last_success > cal.timeout_s:
-            return False
-        for dep in self.graph.dependencies(key):
-            dst = self.states.get(dep)
-            if dst is None or (dst.calibrated_at is not None
-                               and dst.calibrated_at > st.last_success):
-                return False
-        return True
+        """Free check: the node is still fresh (:meth:`CalibrationGraph.fresh`)."""
+        return self.graph.fresh(key, self.states, now)
 
     def _save(self, key: Key, state: NodeState) -> None:
         self.states[key] = state
