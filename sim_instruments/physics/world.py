@@ -248,6 +248,9 @@ class Lab:
                 Fiber(float(km[0])), Fiber(float(km[1])), self.seed,
             )
         self.engines: dict[str, EngineSettings] = {n: EngineSettings() for n in self.nodes}
+        #: the instrument models' request bookkeeping (``models.link_requests.LinkLayer``),
+        #: made by the first QNU model that needs it
+        self.link_layer: Any = None
 
     def rng(self, *names: str) -> np.random.Generator:
         return np.random.default_rng(stream_seed(self.seed, *names))
