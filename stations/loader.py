@@ -38,8 +38,8 @@ class StationBundle(NamedTuple):
         return {role: self.instrument(getattr(spec, role)) for role in ("qnu", "pump", "fridge")}
 
     def herald(self, link: str) -> Any:
-        """The heralding-station QNU of a link."""
-        return self.instrument(self.topology.stations[self.topology.links[link].station].qnu)
+        """The QNU of a link's heralding station (its herald)."""
+        return self.instrument(self.topology.heralds[self.topology.links[link].herald].qnu)
 
     @contextmanager
     def recovery_listener(self, listener: Callable[[dict[str, Any]], None]) -> Iterator[None]:

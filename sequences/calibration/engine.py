@@ -1,7 +1,8 @@
 """The calibration engine: a graph of calibrations spanning the network, Optimus semantics.
 
-Each calibration runs per target (a network node, a heralding station or a link); the graph's
-nodes are ``(calibration, target)`` pairs and a link's calibrations depend on both of its ends.
+Each calibration runs per target (a network node, a heralding station, scope ``herald``, or a
+link); the graph's nodes are ``(calibration, target)`` pairs and a link's calibrations depend on
+both of its ends.
 
 - ``check_state``: free; passes while the last success is younger than the calibration's
   timeout, it has not failed (or been held) since, and no dependency was recalibrated after it.
@@ -86,7 +87,7 @@ class Calibration:
     """One kind of calibration; subclasses implement ``check_data`` and ``calibrate``."""
 
     name: ClassVar[str]
-    scope: ClassVar[str]  # "node", "station" or "link"
+    scope: ClassVar[str]  # "node", "herald" (a heralding station) or "link"
     depends_on: ClassVar[tuple[str, ...]] = ()
     timeout_s: ClassVar[float] = 3600.0
     quantities: ClassVar[dict[str, Quantity]] = {}
@@ -208,7 +209,7 @@ class CalibrationGraph:
 
     def targets(self, scope: str) -> list[str]:
         topo = self.topology
-        return {"node": list(topo.nodes), "station": list(topo.stations),
+        return {"node": list(topo.nodes), "herald": list(topo.heralds),
                 "link": list(topo.links)}[scope]
 
     def _dependency_targets(self, scope: str, target: str, dep_scope: str) -> list[str]:
@@ -217,10 +218,10 @@ class CalibrationGraph:
             return [target]
         if scope == "link" and dep_scope == "node":
             return list(topo.links[target].nodes)
-        if scope == "link" and dep_scope == "station":
-            return [topo.links[target].station]
-        if scope == "station" and dep_scope == "node":
-            ends = {n for lk in topo.links.values() if lk.station == target for n in lk.nodes}
+        if scope == "link" and dep_scope == "herald":
+            return [topo.links[target].herald]
+        if scope == "herald" and dep_scope == "node":
+            ends = {n for lk in topo.links.values() if lk.herald == target for n in lk.nodes}
             return sorted(ends)
         raise ValueError(f"a {scope} calibration cannot depend on a {dep_scope} calibration")
 

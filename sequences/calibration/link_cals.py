@@ -34,7 +34,7 @@ from .setters import set_delay, set_phase, set_window
 
 class DetectorTiming(Calibration):
     name = "detector_timing"
-    scope = "station"
+    scope = "herald"
     depends_on = ("pump_operating_point",)
     timeout_s = 24 * 3600.0
     record_s: float = 60.0
@@ -52,8 +52,8 @@ class DetectorTiming(Calibration):
 
     def _histograms(self, ctx: CalContext, target: str, seconds: float, kind: str
                     ) -> tuple[Any, np.ndarray, list[np.ndarray]]:
-        herald = ctx.bundle.instrument(ctx.topology.stations[target].qnu)
-        ends = sorted({n for lk in ctx.topology.links.values() if lk.station == target
+        herald = ctx.bundle.instrument(ctx.topology.heralds[target].qnu)
+        ends = sorted({n for lk in ctx.topology.links.values() if lk.herald == target
                        for n in lk.nodes})
         pumps = [ctx.bundle.node(n)["pump"] for n in ends]
         tagger = herald.tagger

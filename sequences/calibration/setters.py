@@ -41,13 +41,13 @@ def set_alpha(bundle: StationBundle, target: str, value: float) -> None:
 
 def set_delay(channel: str) -> Any:
     def setter(bundle: StationBundle, target: str, value: float) -> None:
-        herald = bundle.instrument(bundle.topology.stations[target].qnu)
+        herald = bundle.instrument(bundle.topology.heralds[target].qnu)
         getattr(herald.tagger, channel).delay(round(value))
     return setter
 
 
 def set_window(bundle: StationBundle, target: str, value: float) -> None:
-    bundle.instrument(bundle.topology.stations[target].qnu).engine.herald_window(value)
+    bundle.instrument(bundle.topology.heralds[target].qnu).engine.herald_window(value)
 
 
 def set_phase(bundle: StationBundle, target: str, value: float) -> None:
