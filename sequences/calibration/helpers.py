@@ -7,9 +7,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from .engine import (
-    CalContext,
-)
+from .engine import CalContext
 
 C_LIGHT = 299_792_458.0
 
