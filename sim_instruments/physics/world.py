@@ -120,7 +120,7 @@ class DetectorChannel:
 
 
 @dataclass
-class Station:
+class HeraldingStation:
     """A heralding station: beam splitter, two SNSPDs, a time tagger."""
 
     name: str
@@ -168,7 +168,7 @@ class Link:
     name: str
     node_a: Node
     node_b: Node
-    station: Station
+    station: HeraldingStation
     fiber_a: Fiber
     fiber_b: Fiber
     seed: int
@@ -236,8 +236,8 @@ class Lab:
         self.nodes: dict[str, Node] = {
             n: Node(n, self.seed) for n in _as_list(config.get("nodes", []))
         }
-        self.stations: dict[str, Station] = {
-            n: Station(n, self.seed) for n in _as_list(config.get("stations", []))
+        self.stations: dict[str, HeraldingStation] = {
+            n: HeraldingStation(n, self.seed) for n in _as_list(config.get("stations", []))
         }
         self.links: dict[str, Link] = {}
         for name, spec in (config.get("links") or {}).items():
