@@ -4,7 +4,7 @@
 #   ./dev.sh run [args]   the main job on the built-in simulated lab (qnetlab demo); args are the
 #                         demo's (--pairs N, --no-report) and qnetlab's own (--station, --data,
 #                         --debug), in any order
-#   ./dev.sh test [args]  lint (ruff) and the test suite (pytest)
+#   ./dev.sh test [args]  lint (ruff), the import contracts (lint-imports) and the test suite
 #   ./dev.sh bench        python benchmarks/run.py
 #   ./dev.sh python ...   any command inside the environment
 set -euo pipefail
@@ -72,7 +72,7 @@ export MPLBACKEND="${MPLBACKEND:-Agg}"
 case "$cmd" in
   run)    run_demo "$@" ;;
   selfcheck) exec python -m qnetlab.selfcheck "$@" ;;
-  test)   ruff check . && exec python -m pytest "$@" ;;
+  test)   ruff check . && python tools/lint_imports.py && exec python -m pytest "$@" ;;
   bench)  exec python benchmarks/run.py "$@" ;;
   python) exec python "$@" ;;
   *)      exec "$cmd" "$@" ;;

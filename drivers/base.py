@@ -55,9 +55,7 @@ class RecoveryPolicy:
         return self.backoff_s[min(attempt, len(self.backoff_s) - 1)]
 
 
-#: Called with every recovery event ``{"instrument", "kind", "detail", "lab_time"}``; the
-#: sequences' runners add a listener that writes the events into the runs.
-RECOVERY_LISTENERS: list[Callable[[dict[str, Any]], None]] = []
+RecoveryListener = Callable[[dict[str, Any]], None]
 
 
 class ErrorReporting(Protocol):
@@ -199,6 +197,7 @@ class QnetlabVisaInstrument(_GuardedParsers, VisaInstrument):
         clock: the lab clock to wait on; default: the VISA library's own (a simulated lab
             provides one), else real time.
         print_connect_message: print the "Connected to" line.
+        recovery: how I/O failures are retried (None: not at all).
         **kwargs: forwarded to :class:`~qcodes.instrument.VisaInstrument`.
     """
 
@@ -216,6 +215,10 @@ class QnetlabVisaInstrument(_GuardedParsers, VisaInstrument):
                  clock: Clock | None = None, print_connect_message: bool = True,
                  recovery: RecoveryPolicy | None = RecoveryPolicy(),
                  **kwargs: Unpack[VisaInstrumentKWArgs]) -> None:
+        #: Called with each of this instrument's recovery events ``{"instrument", "kind",
+        #: "detail", "lab_time"}``; whoever runs a sequence on it (the CLI, through
+        #: ``StationBundle.recovery_listener``) adds one that writes them into its runs.
+        self.on_recovery: list[RecoveryListener] = []
         self.power_on_seen = False
         self.recovery = None  # not during the connection itself
         self._io_lock = threading.RLock()
@@ -391,7 +394,7 @@ class QnetlabVisaInstrument(_GuardedParsers, VisaInstrument):
         event = {"instrument": self.name, "kind": f"recovery: {kind}", "detail": detail,
                  "lab_time": self.clock.now()}
         self.visa_log.warning(f"{kind}: {detail}")
-        for listener in list(RECOVERY_LISTENERS):
+        for listener in list(self.on_recovery):
             listener(event)
 
     def _with_recovery(self, cmd: str, action: Callable[[], Any]) -> Any:

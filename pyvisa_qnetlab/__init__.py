@@ -5,7 +5,8 @@ opens a lab file whose instruments share one physical world; the same files load
 ``@sim`` with static values. See ARCHITECTURE.md.
 """
 
-from .device import InstrumentRefusal, ieee_block
+from qnetlab.sim_instruments.protocol import InstrumentRefusal, ieee_block
+
 from .library import QnetlabVisaLibrary, library_for, resolve_lab_path
 
 WRAPPER_CLASS = QnetlabVisaLibrary

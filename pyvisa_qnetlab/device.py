@@ -35,6 +35,8 @@ from pyvisa_sim.channels import ChannelProperty
 from pyvisa_sim.component import NoResponse, Property, to_bytes
 from pyvisa_sim.devices import Device
 
+from qnetlab.sim_instruments.protocol import InstrumentRefusal
+
 if TYPE_CHECKING:
     from qnetlab.clock import VirtualClock
 
@@ -50,25 +52,6 @@ _FALLBACK = {
     "query_error": ("command_error",),
     "queue_overflow": ("command_error",),
 }
-
-
-class InstrumentRefusal(ValueError):
-    """Raised by an instrument model to refuse a command; becomes an entry in the error queue.
-
-    ``key`` names the error as the YAML's ``error_queue`` / ``status_register`` do
-    (``data_out_of_range``, ``settings_conflict``, ``execution_error``, ...).
-    """
-
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(message)
-        self.key = key
-
-
-def ieee_block(values: np.ndarray | bytes, dtype: str | None = None) -> bytes:
-    """IEEE-488.2 definite-length block ``#<n><len><payload>`` (little-endian numbers)."""
-    payload = values if isinstance(values, bytes) else np.asarray(values, dtype=dtype).tobytes()
-    size = str(len(payload)).encode()
-    return b"#" + str(len(size)).encode() + size + payload
 
 
 def _classify(exc: ValueError) -> tuple[str, str]:

@@ -237,15 +237,13 @@ def operating(bundle: Any, runs: Any) -> Iterator[Any]:
     ends with any exception (Ctrl-C, SIGTERM, SIGHUP, a failure), every emitter and heater
     of the station goes to its safe state; the read-back travels with the exception
     (``safe_state``) to the one line the CLI prints."""
-    from qnetlab.drivers.base import RECOVERY_LISTENERS
     from qnetlab.sequences.safety import default_watchdog, guarded, station_safe_state
 
     stopper = _installed_stopper()
     watchdog = default_watchdog(bundle, poll_s=5.0, on_event=runs.log_event)
     watchdog.stop_check = stopper.check if stopper is not None else None
-    RECOVERY_LISTENERS.append(runs.log_event)
     try:
-        with guarded(bundle, watchdog) as safe:
+        with bundle.recovery_listener(runs.log_event), guarded(bundle, watchdog) as safe:
             yield safe
     except BaseException as exc:
         if stopper is not None:
@@ -253,8 +251,6 @@ def operating(bundle: Any, runs: Any) -> Iterator[Any]:
         states = station_safe_state(bundle)
         exc.safe_state = states  # type: ignore[attr-defined]
         raise
-    finally:
-        RECOVERY_LISTENERS.remove(runs.log_event)
 
 
 def _bar(label: str, length: int) -> Any:
@@ -538,7 +534,7 @@ def status(ctx: Context) -> None:
                                                           "serial")))
         click.echo(_text_table(_node_rows(bundle), ("node", "MXC", "fridge interlock", "pump",
                                                     "emitted")))
-        click.echo(_text_table(_calibration_rows(bundle, store, now),
+        click.echo(_text_table(_calibration_rows(bundle.topology, store, now),
                                ("calibration:target", "outcome", "age", "timeout", "state")))
     finally:
         bundle.close()
@@ -566,30 +562,23 @@ def _node_rows(bundle: Any) -> list[tuple[str, ...]]:
     return rows
 
 
-def _calibration_rows(bundle: Any, store: Any, now: float) -> list[tuple[str, ...]]:
-    """One row per calibration node; STALE with the engine's rule (too old, failed or held)."""
-    from qnetlab.sequences.calibration import default_calibrations
+def _calibration_rows(topology: Any, store: Any, now: float) -> list[tuple[str, ...]]:
+    """One row per calibration node; STALE unless the engine's rule says fresh
+    (``CalibrationGraph.fresh``: recent, not failed or held, no dependency recalibrated since)."""
+    from qnetlab.sequences.calibration import CalibrationGraph, default_calibrations
 
+    graph = CalibrationGraph(default_calibrations(), topology)
     states = store.node_states()
     rows = []
-    for cal in default_calibrations():
-        for target in _targets(bundle, cal.scope):
-            st = states.get((cal.name, target))
-            key, timeout = f"{cal.name}:{target}", f"{cal.timeout_s / 3600:g} h"
-            if st is None or st.last_success is None:
-                rows.append((key, st.last_outcome if st else "-", "never", timeout, "STALE"))
-                continue
-            age = now - st.last_success
-            fresh = age <= cal.timeout_s and st.last_outcome not in ("failed", "held")
-            rows.append((key, st.last_outcome, f"{age / 3600:.2f} h", timeout,
-                         "fresh" if fresh else "STALE"))
+    for key in graph.keys():
+        st, cal = states.get(key), graph.calibrations[key[0]]
+        name, timeout = f"{key[0]}:{key[1]}", f"{cal.timeout_s / 3600:g} h"
+        if st is None or st.last_success is None:
+            rows.append((name, st.last_outcome if st else "-", "never", timeout, "STALE"))
+            continue
+        rows.append((name, st.last_outcome, f"{(now - st.last_success) / 3600:.2f} h", timeout,
+                     "fresh" if graph.fresh(key, states, now) else "STALE"))
     return rows
-
-
-def _targets(bundle: Any, scope: str) -> list[str]:
-    topo = bundle.topology
-    return {"node": list(topo.nodes), "station": list(topo.stations),
-            "link": list(topo.links)}[scope]
 
 
 @main.command()
@@ -633,13 +622,16 @@ def report(ctx: Context, run: str | None, dashboard: bool, out: Path | None) -> 
 
     if dashboard:
         from qnetlab import stations
-        from qnetlab.sequences.calibration import CalibrationStore, default_calibrations
+        from qnetlab.sequences.calibration import (
+            CalibrationGraph,
+            CalibrationStore,
+            default_calibrations,
+        )
 
         store = CalibrationStore(ctx.data)
         topo = stations.read_topology(stations.station_file(ctx.station))
-        targets = {"node": list(topo.nodes), "station": list(topo.stations),
-                   "link": list(topo.links)}
-        path = reports.dashboard(store, default_calibrations(), targets, store.latest_time(),
+        graph = CalibrationGraph(default_calibrations(), topo)
+        path = reports.dashboard(store, graph, store.latest_time(),
                                  out or ctx.data / "reports" / "dashboard.html")
     elif run is None:
         raise click.UsageError("give a RUN (id, GUID or .h5 path) or --dashboard")

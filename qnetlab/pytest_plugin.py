@@ -159,18 +159,27 @@ def sim_lab(qnetlab_seed: int) -> Iterator[Callable[..., SimLab]]:
         return lab
 
     yield factory
-    from qcodes.instrument import Instrument
-
-    Instrument.close_all()
+    _close_instruments_on({id(lab.library) for lab in made})
     for lab in made:
         lab.reset()
+
+
+def _close_instruments_on(visalibs: set[int]) -> None:
+    """Close the QCoDeS instruments a test opened on the simulated labs the plugin handed
+    out (they would not survive the labs' reset); the host project's others stay open."""
+    from qcodes.instrument import Instrument
+
+    # every instrument of every class, as Instrument.close_all walks them
+    for name in list(Instrument._all_instruments):
+        inst = Instrument._all_instruments.get(name)
+        handle = getattr(inst, "visa_handle", None)
+        if inst is not None and id(getattr(handle, "visalib", None)) in visalibs:
+            inst.close()
 
 
 @pytest.fixture
 def sim_station(request: pytest.FixtureRequest, qnetlab_seed: int,
                 qnetlab_data_dir: Path) -> Iterator[SimStation]:
-    from qcodes.instrument import Instrument
-
     from qnetlab.stations import load, station_file
 
     marker = request.node.get_closest_marker("qnetlab_station")
@@ -186,6 +195,6 @@ def sim_station(request: pytest.FixtureRequest, qnetlab_seed: int,
     try:
         yield SimStation(bundle, lab)
     finally:
-        bundle.close()
-        Instrument.close_all()
+        bundle.close()  # the station's instruments, and no one else's
+        _close_instruments_on({id(lab.library)})
         lab.reset()

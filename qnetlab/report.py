@@ -46,14 +46,9 @@ def image(path: Path | bytes, alt: str) -> str:
 
 
 def _png(figure: Any) -> bytes:
-    """A matplotlib figure as PNG bytes (then closed)."""
-    import matplotlib.pyplot as plt
-
+    """A matplotlib figure (a plain ``Figure``, outside pyplot) as PNG bytes."""
     buffer = io.BytesIO()
-    try:
-        figure.savefig(buffer, format="png", dpi=100)
-    finally:
-        plt.close(figure)
+    figure.savefig(buffer, format="png", dpi=100)
     return buffer.getvalue()
 
 
@@ -166,23 +161,18 @@ def run_report(ref: int | str | os.PathLike[str] | RunData,
     return write(out, page(f"qnetlab run {run.run_id}: {run.name}", run_sections(run)))
 
 
-def dashboard(store: Any, calibrations: Sequence[Any], targets: dict[str, list[str]],
-              now: float, out: Path) -> Path:
-    """Current state of every calibration target, with its staleness."""
+def dashboard(store: Any, graph: Any, now: float, out: Path) -> Path:
+    """Current state of every calibration target of ``graph`` (a ``CalibrationGraph``), with
+    its staleness by the engine's own rule (``graph.fresh``)."""
     states = store.node_states()
     rows = []
-    for cal in calibrations:
-        for target in targets.get(cal.scope, []):
-            st = states.get((cal.name, target))
-            if st is None or st.last_success is None:
-                age, fresh = "never", "stale"
-            else:
-                age_s = now - st.last_success
-                age = f"{age_s / 3600:.2f} h"
-                fresh = "fresh" if age_s <= cal.timeout_s and st.last_outcome not in (
-                    "failed", "held") else "stale"
-            rows.append((f"{cal.name}:{target}", st.last_outcome if st else "-", age,
-                         f"{cal.timeout_s / 3600:g} h", fresh, st.detail if st else ""))
+    for key in graph.keys():
+        st, cal = states.get(key), graph.calibrations[key[0]]
+        age = "never" if st is None or st.last_success is None else \
+            f"{(now - st.last_success) / 3600:.2f} h"
+        fresh = "fresh" if graph.fresh(key, states, now) else "stale"
+        rows.append((f"{key[0]}:{key[1]}", st.last_outcome if st else "-", age,
+                     f"{cal.timeout_s / 3600:g} h", fresh, st.detail if st else ""))
     records = [(f"{q}:{t}", plus_minus(r.value, r.uncertainty, r.unit), r.status,
                 f"{r.lab_time:.0f}", r.source_run or "")
                for (q, t), r in sorted(store.state().items())]

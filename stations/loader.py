@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from importlib.resources import files
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -37,8 +38,22 @@ class StationBundle(NamedTuple):
         return {role: self.instrument(getattr(spec, role)) for role in ("qnu", "pump", "fridge")}
 
     def herald(self, link: str) -> Any:
-        """The heralding-station QNU of a link."""
-        return self.instrument(self.topology.stations[self.topology.links[link].station].qnu)
+        """The QNU of a link's heralding station (its herald)."""
+        return self.instrument(self.topology.heralds[self.topology.links[link].herald].qnu)
+
+    @contextmanager
+    def recovery_listener(self, listener: Callable[[dict[str, Any]], None]) -> Iterator[None]:
+        """Hand ``listener`` every recovery event of this station's instruments while inside
+        the block (each instrument's ``on_recovery`` hook; other stations are not touched)."""
+        hooked = [c for c in self.station.components.values()
+                  if isinstance(getattr(c, "on_recovery", None), list)]
+        for inst in hooked:
+            inst.on_recovery.append(listener)
+        try:
+            yield
+        finally:
+            for inst in hooked:
+                inst.on_recovery.remove(listener)
 
     def close(self) -> None:
         """Close every instrument of the station, then let other processes have them."""

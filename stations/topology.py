@@ -1,5 +1,9 @@
 """The network topology of a station: which instruments form each node, the links, the heralding
-stations and the fiber. Declared once per station file as a ``NetworkTopology`` entry, so it is
+stations (``heralds``: the midpoint QNUs whose detectors herald entanglement) and the fiber.
+
+Naming: "station" means the QCoDeS station (and this package); a heralding station is a
+*herald* (:class:`HeraldingStation`, ``Topology.heralds``, the ``heralds:`` key, the calibration
+scope ``"herald"``). Declared once per station file as a ``NetworkTopology`` entry, so it is
 schema-valid QCoDeS YAML, lands in every snapshot, and reads the same for hardware and
 simulation.
 """
@@ -13,7 +17,7 @@ from typing import Any
 from qcodes.instrument import Instrument
 
 NODE_ROLES = ("qnu", "pump", "fridge")
-STATION_ROLES = ("qnu",)
+HERALD_ROLES = ("qnu",)
 
 
 class TopologyError(ValueError):
@@ -29,7 +33,9 @@ class NodeSpec:
 
 
 @dataclass(frozen=True)
-class StationSpec:
+class HeraldingStation:
+    """A heralding station of the topology: the QNU whose detectors herald a link."""
+
     name: str
     qnu: str
 
@@ -38,7 +44,7 @@ class StationSpec:
 class LinkSpec:
     name: str
     nodes: tuple[str, str]
-    station: str
+    herald: str
     fiber_km: tuple[float, float]
 
     def fiber_of(self, node: str) -> float:
@@ -50,7 +56,7 @@ class Topology:
     """Nodes, heralding stations and links, checked against the station's instruments."""
 
     nodes: dict[str, NodeSpec]
-    stations: dict[str, StationSpec]
+    heralds: dict[str, HeraldingStation]
     links: dict[str, LinkSpec]
 
     def links_of(self, node: str) -> list[LinkSpec]:
@@ -58,13 +64,13 @@ class Topology:
 
     def instrument_names(self) -> set[str]:
         names = {getattr(n, r) for n in self.nodes.values() for r in NODE_ROLES}
-        return names | {s.qnu for s in self.stations.values()}
+        return names | {h.qnu for h in self.heralds.values()}
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "nodes": {n: {r: getattr(s, r) for r in NODE_ROLES} for n, s in self.nodes.items()},
-            "stations": {n: {"qnu": s.qnu} for n, s in self.stations.items()},
-            "links": {n: {"nodes": list(lk.nodes), "station": lk.station,
+            "heralds": {n: {"qnu": h.qnu} for n, h in self.heralds.items()},
+            "links": {n: {"nodes": list(lk.nodes), "herald": lk.herald,
                           "fiber_km": list(lk.fiber_km)} for n, lk in self.links.items()},
         }
 
@@ -82,9 +88,9 @@ def parse_topology(spec: Mapping[str, Any], instruments: set[str] | None = None,
         return value
 
     spec = need_mapping(spec, "network.init")
-    unknown = set(spec) - {"nodes", "stations", "links"}
+    unknown = set(spec) - {"nodes", "heralds", "links"}
     if unknown:
-        raise fail("network.init", f"unknown keys {sorted(unknown)} (allowed: nodes, stations, "
+        raise fail("network.init", f"unknown keys {sorted(unknown)} (allowed: nodes, heralds, "
                    "links)")
     nodes: dict[str, NodeSpec] = {}
     for name, roles in need_mapping(spec.get("nodes", {}), "nodes").items():
@@ -98,13 +104,13 @@ def parse_topology(spec: Mapping[str, Any], instruments: set[str] | None = None,
         nodes[name] = NodeSpec(name, *(str(roles[r]) for r in NODE_ROLES))
     if not nodes:
         raise fail("nodes", "a topology needs at least one node")
-    stations: dict[str, StationSpec] = {}
-    for name, roles in need_mapping(spec.get("stations", {}) or {}, "stations").items():
-        roles = need_mapping(roles, f"stations.{name}")
-        if set(roles) != {"qnu"}:
-            raise fail(f"stations.{name}", f"a heralding station has exactly a 'qnu', got "
+    heralds: dict[str, HeraldingStation] = {}
+    for name, roles in need_mapping(spec.get("heralds", {}) or {}, "heralds").items():
+        roles = need_mapping(roles, f"heralds.{name}")
+        if set(roles) != set(HERALD_ROLES):
+            raise fail(f"heralds.{name}", f"a heralding station has exactly a 'qnu', got "
                        f"{sorted(roles)}")
-        stations[name] = StationSpec(name, str(roles["qnu"]))
+        heralds[name] = HeraldingStation(name, str(roles["qnu"]))
     links: dict[str, LinkSpec] = {}
     for name, link in need_mapping(spec.get("links", {}) or {}, "links").items():
         link = need_mapping(link, f"links.{name}")
@@ -115,10 +121,10 @@ def parse_topology(spec: Mapping[str, Any], instruments: set[str] | None = None,
             if end not in nodes:
                 raise fail(f"links.{name}.nodes", f"{end!r} is not a declared node "
                            f"(declared: {sorted(nodes)})")
-        station = link.get("station")
-        if station not in stations:
-            raise fail(f"links.{name}.station", f"{station!r} is not a declared heralding "
-                       f"station (declared: {sorted(stations)})")
+        herald = link.get("herald")
+        if herald not in heralds:
+            raise fail(f"links.{name}.herald", f"{herald!r} is not a declared heralding "
+                       f"station (declared: {sorted(heralds)})")
         km = link.get("fiber_km")
         try:
             fiber = tuple(float(x) for x in km)  # type: ignore[union-attr]
@@ -126,27 +132,27 @@ def parse_topology(spec: Mapping[str, Any], instruments: set[str] | None = None,
             fiber = ()
         if len(fiber) != 2 or min(fiber) < 0:
             raise fail(f"links.{name}.fiber_km", f"needs two lengths >= 0 km, got {km!r}")
-        links[name] = LinkSpec(name, (ends[0], ends[1]), station, fiber)  # type: ignore[arg-type]
-    topology = Topology(nodes, stations, links)
+        links[name] = LinkSpec(name, (ends[0], ends[1]), herald, fiber)  # type: ignore[arg-type]
+    topology = Topology(nodes, heralds, links)
     if instruments is not None:
         for n, node in nodes.items():
             for role in NODE_ROLES:
                 if getattr(node, role) not in instruments:
                     raise fail(f"nodes.{n}.{role}", f"no instrument {getattr(node, role)!r} in "
                                f"the station (instruments: {sorted(instruments)})")
-        for s, st in stations.items():
-            if st.qnu not in instruments:
-                raise fail(f"stations.{s}.qnu", f"no instrument {st.qnu!r} in the station")
+        for h, spec_h in heralds.items():
+            if spec_h.qnu not in instruments:
+                raise fail(f"heralds.{h}.qnu", f"no instrument {spec_h.qnu!r} in the station")
     return topology
 
 
 class NetworkTopology(Instrument):
     """The topology as a station component: validated at construction, in every snapshot."""
 
-    def __init__(self, name: str, nodes: Mapping[str, Any], stations: Mapping[str, Any]
+    def __init__(self, name: str, nodes: Mapping[str, Any], heralds: Mapping[str, Any]
                  | None = None, links: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
         self.topology = parse_topology(
-            {"nodes": nodes, "stations": stations or {}, "links": links or {}}, source=name)
+            {"nodes": nodes, "heralds": heralds or {}, "links": links or {}}, source=name)
         kwargs.setdefault("metadata", {})
         kwargs["metadata"] = {**kwargs["metadata"], "topology": self.topology.as_dict()}
         super().__init__(name, **kwargs)

@@ -138,11 +138,11 @@ def test_failures_are_one_line_with_a_nonzero_exit(tmp_path, args, message):
 
 def test_invalid_station_file_names_file_and_entry(tmp_path):
     path = tmp_path / "broken.station.yaml"
-    path.write_text(station_file("sim_link").read_text().replace("station: mid,",
-                                                                 "station: moon,"))
+    path.write_text(station_file("sim_link").read_text().replace("herald: mid,",
+                                                                 "herald: moon,"))
     result = qnetlab(tmp_path, "--station", str(path), "status")
     assert result.returncode == 1
-    assert "broken.station.yaml: instruments.network.init: links.ab.station: 'moon'" in \
+    assert "broken.station.yaml: instruments.network.init: links.ab.herald: 'moon'" in \
         result.stderr
     assert "Traceback" not in result.stderr
 

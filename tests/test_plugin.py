@@ -64,6 +64,40 @@ def test_plugin_fixtures_work_in_an_outside_project(pytester):
     result.assert_outcomes(passed=6)
 
 
+HOST_TESTS = '''
+import pytest
+from qcodes.instrument import Instrument
+
+
+@pytest.fixture(scope="session")
+def host_instrument():
+    inst = Instrument("host_thing")
+    yield inst
+    inst.close()
+
+
+def test_station_then_lab(host_instrument, sim_station, sim_lab):
+    from qnetlab.drivers import QnetlabPumpLaser
+
+    lab = sim_lab("node")
+    QnetlabPumpLaser("mine", "TCPIP0::pump-alice.lab::inst0::INSTR", visalib=lab.visalib,
+                     print_connect_message=False)
+    assert sim_station.node("alice")["pump"].name == "pump_alice"
+
+
+def test_host_instrument_survives_the_plugin_teardown(host_instrument):
+    assert Instrument.exist("host_thing")
+    assert not Instrument.exist("pump_alice")  # the plugin's own instruments are closed
+    assert not Instrument.exist("mine")  # and those opened on the labs it handed out
+'''
+
+
+def test_plugin_teardown_closes_only_the_instruments_it_opened(pytester):
+    pytester.makepyfile(test_host=HOST_TESTS)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
+
+
 def test_plugin_registers_its_option_and_marker(pytester):
     result = pytester.runpytest_subprocess("--help")
     result.stdout.fnmatch_lines(["*--qnetlab-seed*"])

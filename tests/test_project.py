@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import os
 import re
 import subprocess
 import sys
@@ -75,6 +76,28 @@ def test_hardware_layers_never_import_the_simulation(layer):
                 names = [node.module]
             for name in names:
                 assert not name.startswith(forbidden), f"{path.name} imports {name}"
+
+
+def test_import_contracts_hold():
+    """ARCHITECTURE.md's layers, the simulator's isolation and no import cycles (lazy imports
+    included), as import-linter contracts (pyproject.toml)."""
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "lint_imports.py")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert "0 broken" in proc.stdout
+
+
+def test_library_modules_leave_the_matplotlib_backend_alone():
+    """Importing the modules that draw figures neither forces a backend nor loads pyplot."""
+    code = ("import sys, matplotlib\n"
+            "import qnetlab.sequences.calibration.testbed, qnetlab.sequences.entanglement.plots\n"
+            "import qnetlab.report, qnetlab.cli\n"
+            "print(matplotlib.get_backend(), 'matplotlib.pyplot' in sys.modules)")
+    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"} | {"MPLBACKEND": "svg"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["svg", "False"]
 
 
 def test_no_time_sleep_outside_the_clock():

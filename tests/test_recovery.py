@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from qnetlab.drivers.base import RECOVERY_LISTENERS, RecoveryPolicy
+from qnetlab.drivers.base import RecoveryPolicy
 from qnetlab.errors import RecoveryFailed
 from qnetlab.runread import list_runs, load_run
 from qnetlab.sequences.pump_scan import pump_power_scan
@@ -16,11 +16,10 @@ PUMP = "TCPIP0::pump-alice.lab::inst0::INSTR"
 
 
 @pytest.fixture
-def events():
+def events(sim_station):
     seen: list[dict] = []
-    RECOVERY_LISTENERS.append(seen.append)
-    yield seen
-    RECOVERY_LISTENERS.remove(seen.append)
+    with sim_station.bundle.recovery_listener(seen.append):
+        yield seen
 
 
 @pytest.fixture
@@ -35,6 +34,23 @@ def test_timeout_is_retried_after_clearing_the_late_reply(sim_station, pump, eve
     assert pump.power() == 3.0
     assert [e["kind"] for e in events] == ["recovery: InstrumentTimeout"]
     assert sim_station.clock.now() - t0 >= 1.0  # the backoff waited on the lab clock
+
+
+def test_recovery_events_go_only_to_the_hooks_of_their_own_instrument_and_block(sim_station,
+                                                                                pump):
+    """No module-global listener list: a hook on one instrument hears only that instrument,
+    and a station's listener is gone once its block ends (nothing leaks to the next run)."""
+    fridge = sim_station.node("alice")["fridge"]
+    on_fridge: list[dict] = []
+    fridge.on_recovery.append(on_fridge.append)
+    during: list[dict] = []
+    with sim_station.bundle.recovery_listener(during.append):
+        sim_station.lab.faults.garble(PUMP)
+        pump.power()
+    sim_station.lab.faults.garble(PUMP)
+    pump.power()
+    assert [e["instrument"] for e in during] == ["pump_alice"]
+    assert on_fridge == [] and pump.on_recovery == []
 
 
 def test_disconnect_is_recovered_by_reconnecting(sim_station, pump, events):
@@ -97,8 +113,7 @@ def test_sequence_stops_cleanly_when_recovery_fails_and_logs_recoveries(sim_stat
                                                                         qnetlab_store):
     pump = sim_station.node("alice")["pump"]
     pump.recovery = RecoveryPolicy(attempts=2, backoff_s=(1.0,))
-    RECOVERY_LISTENERS.append(qnetlab_store.log_event)
-    try:
+    with sim_station.bundle.recovery_listener(qnetlab_store.log_event):
         sim_station.lab.faults.delay(PUMP, 30.0, count=1)  # recovered: logged in the run
         clock = sim_station.clock
 
@@ -111,8 +126,6 @@ def test_sequence_stops_cleanly_when_recovery_fails_and_logs_recoveries(sim_stat
         with pytest.raises(RecoveryFailed, match="pump_alice"):
             pump_power_scan(sim_station.bundle, "alice", [0, 1, 2, 3, 4, 5], dwell_s=120,
                             runs=qnetlab_store)
-    finally:
-        RECOVERY_LISTENERS.remove(qnetlab_store.log_event)
     (row,) = [r for r in list_runs(qnetlab_store.data_dir) if r["name"] == "pump_power_scan"]
     run = load_run(row["guid"], qnetlab_store.data_dir)
     assert run.status == "failed" and "pump_alice" in run.attrs["error"]

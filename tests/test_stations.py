@@ -79,10 +79,13 @@ def test_hardware_template_differs_from_the_simulated_link_only_in_addresses_and
 
 
 BROKEN = [
-    ("links.ab.station: 'moon' is not a declared heralding station",
-     lambda t: t.replace("station: mid,", "station: moon,")),
+    ("links.ab.herald: 'moon' is not a declared heralding station",
+     lambda t: t.replace("herald: mid,", "herald: moon,")),
     ("links.ab.nodes: 'carol' is not a declared node",
-     lambda t: t.replace("nodes: [alice, bob], station", "nodes: [alice, carol], station")),
+     lambda t: t.replace("nodes: [alice, bob], herald", "nodes: [alice, carol], herald")),
+    # "station" means only the QCoDeS station: heralding stations are declared as heralds
+    ("network.init: unknown keys ['stations'] (allowed: nodes, heralds, links)",
+     lambda t: t.replace("      heralds:\n", "      stations:\n")),
     ("links.ab.fiber_km: needs two lengths >= 0 km",
      lambda t: t.replace("fiber_km: [2.0, 2.0]", "fiber_km: [2.0]")),
     ("nodes.bob.pump: no instrument 'pump_bobby'",

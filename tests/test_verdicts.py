@@ -13,8 +13,8 @@ import pytest
 
 from qnetlab import selfcheck
 from qnetlab.sequences.calibration.engine import Outcome
+from qnetlab.sequences.calibration.linkcheck import LinkCheck
 from qnetlab.sequences.entanglement.estimators import chsh, correlator_shortfall
-from qnetlab.sequences.entanglement.linkcheck import LinkCheck
 from qnetlab.sequences.entanglement.verification import (
     CLAIM_SIGMAS,
     bell_verdict,

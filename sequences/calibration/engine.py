@@ -1,7 +1,8 @@
 """The calibration engine: a graph of calibrations spanning the network, Optimus semantics.
 
-Each calibration runs per target (a network node, a heralding station or a link); the graph's
-nodes are ``(calibration, target)`` pairs and a link's calibrations depend on both of its ends.
+Each calibration runs per target (a network node, a heralding station, scope ``herald``, or a
+link); the graph's nodes are ``(calibration, target)`` pairs and a link's calibrations depend on
+both of its ends.
 
 - ``check_state``: free; passes while the last success is younger than the calibration's
   timeout, it has not failed (or been held) since, and no dependency was recalibrated after it.
@@ -29,7 +30,7 @@ from __future__ import annotations
 import enum
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -86,7 +87,7 @@ class Calibration:
     """One kind of calibration; subclasses implement ``check_data`` and ``calibrate``."""
 
     name: ClassVar[str]
-    scope: ClassVar[str]  # "node", "station" or "link"
+    scope: ClassVar[str]  # "node", "herald" (a heralding station) or "link"
     depends_on: ClassVar[tuple[str, ...]] = ()
     timeout_s: ClassVar[float] = 3600.0
     quantities: ClassVar[dict[str, Quantity]] = {}
@@ -180,16 +181,11 @@ class CalContext:
 
     def save_figure(self, run: Run, figure: Any) -> None:
         """Save a fit figure as PNG beside the run's HDF5 file; the run's metadata points to it."""
-        import matplotlib.pyplot as plt
-
-        try:
-            if self.figures and run.hdf5_path is not None:
-                figure.tight_layout()
-                path = run.hdf5_path.with_suffix(".png")
-                figure.savefig(path, dpi=90)
-                run.dataset.add_metadata("qnetlab_figure", str(path))
-        finally:
-            plt.close(figure)
+        if self.figures and run.hdf5_path is not None:
+            figure.tight_layout()
+            path = run.hdf5_path.with_suffix(".png")
+            figure.savefig(path, dpi=90)
+            run.dataset.add_metadata("qnetlab_figure", str(path))
 
 
 class CalibrationGraph:
@@ -213,7 +209,7 @@ class CalibrationGraph:
 
     def targets(self, scope: str) -> list[str]:
         topo = self.topology
-        return {"node": list(topo.nodes), "station": list(topo.stations),
+        return {"node": list(topo.nodes), "herald": list(topo.heralds),
                 "link": list(topo.links)}[scope]
 
     def _dependency_targets(self, scope: str, target: str, dep_scope: str) -> list[str]:
@@ -222,10 +218,10 @@ class CalibrationGraph:
             return [target]
         if scope == "link" and dep_scope == "node":
             return list(topo.links[target].nodes)
-        if scope == "link" and dep_scope == "station":
-            return [topo.links[target].station]
-        if scope == "station" and dep_scope == "node":
-            ends = {n for lk in topo.links.values() if lk.station == target for n in lk.nodes}
+        if scope == "link" and dep_scope == "herald":
+            return [topo.links[target].herald]
+        if scope == "herald" and dep_scope == "node":
+            ends = {n for lk in topo.links.values() if lk.herald == target for n in lk.nodes}
             return sorted(ends)
         raise ValueError(f"a {scope} calibration cannot depend on a {dep_scope} calibration")
 
@@ -250,6 +246,29 @@ class CalibrationGraph:
     def dependencies(self, key: Key) -> list[Key]:
         return sorted(self.graph.predecessors(key))
 
+    def keys(self) -> list[Key]:
+        """Every (calibration, target), calibrations in the order given, targets sorted as
+        the topology lists them: the order status tables show."""
+        return [(name, target) for name, cal in self.calibrations.items()
+                for target in self.targets(cal.scope)]
+
+    def fresh(self, key: Key, states: Mapping[Key, NodeState], now: float) -> bool:
+        """The one rule for "fresh", used by the engine, ``qnetlab status`` and the dashboard:
+        the node's last success is no older than its calibration's timeout, it has not failed
+        or been held since, and none of its dependencies has been recalibrated (its values
+        changed) after that success. A fresh node is not measured again."""
+        st = states.get(key)
+        if st is None or st.last_success is None or st.last_outcome in ("failed", "held"):
+            return False
+        if now - st.last_success > self.calibrations[key[0]].timeout_s:
+            return False
+        for dep in self.dependencies(key):
+            dst = states.get(dep)
+            if dst is None or (dst.calibrated_at is not None
+                               and dst.calibrated_at > st.last_success):
+                return False
+        return True
+
 
 class Calibrator:
     """Runs a calibration graph on a station (``maintain``), recording everything."""
@@ -265,18 +284,8 @@ class Calibrator:
 
     # --- state ----------------------------------------------------------------------------------
     def check_state(self, key: Key, now: float) -> bool:
-        st = self.states.get(key)
-        cal = self.graph.calibrations[key[0]]
-        if st is None or st.last_success is None or st.last_outcome in ("failed", "held"):
-            return False
-        if now - st.last_success > cal.timeout_s:
-            return False
-        for dep in self.graph.dependencies(key):
-            dst = self.states.get(dep)
-            if dst is None or (dst.calibrated_at is not None
-                               and dst.calibrated_at > st.last_success):
-                return False
-        return True
+        """Free check: the node is still fresh (:meth:`CalibrationGraph.fresh`)."""
+        return self.graph.fresh(key, self.states, now)
 
     def _save(self, key: Key, state: NodeState) -> None:
         self.states[key] = state

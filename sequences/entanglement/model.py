@@ -2,7 +2,7 @@
 
 Single-click and Barrett-Kok success probability and fidelity from the per-node transducer
 efficiency and added noise (docs/physics.md, heralding), the link budget of
-``sequences.calibration.fom``, and the PLOB repeaterless bound ``-log2(1 - eta)`` per channel
+``sequences.fom``, and the PLOB repeaterless bound ``-log2(1 - eta)`` per channel
 use (Pirandola et al., Nat. Commun. 8, 15043, 2017).
 """
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from qnetlab.sequences.calibration.fom import LinkBudget, single_click
+from qnetlab.sequences.fom import LinkBudget, single_click
 
 
 @dataclass(frozen=True)

@@ -1,34 +1,33 @@
 """Figures saved with runs: density matrices, fidelity against alpha, rate against distance
-with the PLOB bound, herald histograms."""
+with the PLOB bound, herald histograms.
+
+Figures are plain :class:`matplotlib.figure.Figure` objects, outside pyplot: they need no
+backend, so importing this module leaves the user's backend (``MPLBACKEND``) alone and no
+figure stays registered after it is saved."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 
 LABELS = ("00", "01", "10", "11")
 
 
 def save(figure: Any, hdf5_path: Path | None, suffix: str) -> Path | None:
     """Save beside a run's HDF5 file as ``<run>_<suffix>.png``; returns the path."""
-    try:
-        if hdf5_path is None:
-            return None
-        path = Path(hdf5_path).with_name(f"{Path(hdf5_path).stem}_{suffix}.png")
-        figure.savefig(path, dpi=90, bbox_inches="tight")
-        return path
-    finally:
-        plt.close(figure)
+    if hdf5_path is None:
+        return None
+    path = Path(hdf5_path).with_name(f"{Path(hdf5_path).stem}_{suffix}.png")
+    figure.savefig(path, dpi=90, bbox_inches="tight")
+    return path
 
 
 def density_matrix(rho: np.ndarray, title: str) -> Any:
-    fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.8))
+    fig = Figure(figsize=(8.4, 3.8))
+    axes = fig.subplots(1, 2)
     for ax, part, name in ((axes[0], rho.real, "Re"), (axes[1], rho.imag, "Im")):
         im = ax.imshow(part, vmin=-0.5, vmax=0.5, cmap="RdBu_r")
         for (i, j), v in np.ndenumerate(part):
@@ -43,7 +42,8 @@ def density_matrix(rho: np.ndarray, title: str) -> Any:
 def model_overlay(x: np.ndarray, measured: np.ndarray, errors: np.ndarray, model_x: np.ndarray,
                   model_y: np.ndarray, xlabel: str, ylabel: str, title: str,
                   extra: tuple[np.ndarray, str] | None = None, log: bool = False) -> Any:
-    fig, ax = plt.subplots(figsize=(6.4, 4))
+    fig = Figure(figsize=(6.4, 4))
+    ax = fig.subplots()
     ax.errorbar(x, measured, yerr=errors, fmt="o", label="measured")
     ax.plot(model_x, model_y, "-", label="analytic model")
     if extra is not None:
@@ -57,7 +57,8 @@ def model_overlay(x: np.ndarray, measured: np.ndarray, errors: np.ndarray, model
 
 def herald_histogram(delays_ps: np.ndarray, counts: dict[str, np.ndarray], window: tuple[float, float]
                      | None, title: str) -> Any:
-    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    fig = Figure(figsize=(6.4, 3.6))
+    ax = fig.subplots()
     for name, c in counts.items():
         ax.plot(delays_ps / 1e3, c, ".", ms=3, label=name)
     if window is not None:
@@ -69,7 +70,8 @@ def herald_histogram(delays_ps: np.ndarray, counts: dict[str, np.ndarray], windo
 
 def herald_statistics(attempts: np.ndarray, pattern: np.ndarray, title: str) -> Any:
     """Attempts-to-success histogram with its geometric fit, and detector-pattern counts."""
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    fig = Figure(figsize=(9, 3.6))
+    axes = fig.subplots(1, 2)
     p = 1 / attempts.mean() if attempts.size else 0.0
     bins = np.linspace(0, np.percentile(attempts, 99) if attempts.size else 1, 40)
     axes[0].hist(attempts, bins=bins, label="heralds")

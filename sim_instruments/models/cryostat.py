@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 
-from pyvisa_qnetlab.device import InstrumentRefusal
 from qnetlab.sim_instruments.physics.cryostat import ruox_resistance
+from qnetlab.sim_instruments.protocol import InstrumentRefusal
 
 from .base import DeviceModel
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from pyvisa_qnetlab.device import InstrumentRefusal, ieee_block
 from qnetlab.sim_instruments.physics import constants as k_
 from qnetlab.sim_instruments.physics.transducer import w_to_dbm
+from qnetlab.sim_instruments.protocol import InstrumentRefusal, ieee_block
 
 from .base import DeviceModel
 

@@ -6,12 +6,12 @@ import math
 
 import numpy as np
 
-from pyvisa_qnetlab.device import InstrumentRefusal, ieee_block
 from qnetlab.sim_instruments.physics import constants as k_
 from qnetlab.sim_instruments.physics.detectors import Snspd
 from qnetlab.sim_instruments.physics.heralding import basis_vector
 from qnetlab.sim_instruments.physics.timetags import ChannelSpec, generate_stream, histogram
-from qnetlab.sim_instruments.physics.world import DetectorChannel, Link, Station
+from qnetlab.sim_instruments.physics.world import DetectorChannel, HeraldingStation, Link
+from qnetlab.sim_instruments.protocol import InstrumentRefusal, ieee_block
 
 from .base import DeviceModel
 from .linklayer import LinkLayer, request_tags, swap
@@ -45,7 +45,7 @@ class QnuModel(DeviceModel):
 
     def setup(self) -> None:
         self.node = self.lab.nodes.get(self.binding.get("node", ""))
-        self.station: Station | None = self.lab.stations.get(self.binding.get("station", ""))
+        self.station: HeraldingStation | None = self.lab.stations.get(self.binding.get("station", ""))
         if self.node is None and self.station is None:
             raise ValueError(f"QNU {self.resource}: x-bind needs a node or a station")
         if self.station is not None:

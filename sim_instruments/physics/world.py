@@ -120,7 +120,7 @@ class DetectorChannel:
 
 
 @dataclass
-class Station:
+class HeraldingStation:
     """A heralding station: beam splitter, two SNSPDs, a time tagger."""
 
     name: str
@@ -168,7 +168,7 @@ class Link:
     name: str
     node_a: Node
     node_b: Node
-    station: Station
+    station: HeraldingStation
     fiber_a: Fiber
     fiber_b: Fiber
     seed: int
@@ -236,8 +236,8 @@ class Lab:
         self.nodes: dict[str, Node] = {
             n: Node(n, self.seed) for n in _as_list(config.get("nodes", []))
         }
-        self.stations: dict[str, Station] = {
-            n: Station(n, self.seed) for n in _as_list(config.get("stations", []))
+        self.stations: dict[str, HeraldingStation] = {
+            n: HeraldingStation(n, self.seed) for n in _as_list(config.get("stations", []))
         }
         self.links: dict[str, Link] = {}
         for name, spec in (config.get("links") or {}).items():
@@ -248,6 +248,9 @@ class Lab:
                 Fiber(float(km[0])), Fiber(float(km[1])), self.seed,
             )
         self.engines: dict[str, EngineSettings] = {n: EngineSettings() for n in self.nodes}
+        #: the instrument models' request bookkeeping (``models.link_requests.LinkLayer``),
+        #: made by the first QNU model that needs it
+        self.link_layer: Any = None
 
     def rng(self, *names: str) -> np.random.Generator:
         return np.random.default_rng(stream_seed(self.seed, *names))

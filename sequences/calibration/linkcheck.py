@@ -10,7 +10,11 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from qnetlab.sequences.calibration.engine import (
+from qnetlab.sequences.entanglement.generation import generate
+from qnetlab.sequences.entanglement.verification import quick_fidelity
+from qnetlab.uncertain import plus_minus
+
+from .engine import (
     CalContext,
     Calibration,
     CalibrationFailed,
@@ -19,10 +23,6 @@ from qnetlab.sequences.calibration.engine import (
     Quantity,
     Update,
 )
-from qnetlab.uncertain import plus_minus
-
-from .generation import generate
-from .verification import quick_fidelity
 
 
 class LinkCheck(Calibration):
