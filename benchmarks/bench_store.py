@@ -3,7 +3,8 @@ tagger's transfer rate, sweep points against plain QCoDeS (per point and batched
 and the run file's size against the data it holds.
 
 Every timing is the best of several rounds, the store and its baseline interleaved in the same
-process, so a busy machine shifts both alike."""
+process, so a busy machine shifts both alike; ``store.tags_rate_vs_tagger`` alone divides by a
+constant (the tagger's rate), so a busy machine lowers it."""
 
 from __future__ import annotations
 
