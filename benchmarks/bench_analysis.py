@@ -1,4 +1,5 @@
-"""Analysis figures: herald extraction throughput, maximum-likelihood tomography time."""
+"""Analysis figures: herald extraction throughput against a tagger's rate, maximum-likelihood
+tomography time."""
 
 from __future__ import annotations
 
@@ -25,7 +26,11 @@ def _stream(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     return times[order], chans[order]
 
 
-def herald_extract_mtags_per_s(rounds: int = 3) -> float:
+def herald_extract_mtags_per_s(rounds: int = 5) -> float:
+    """``analysis.herald_extract_mtags_per_s``: tags of a 20 M-tag stream (in memory, made
+    by ``_stream``) over the best wall time of ``extract_heralds`` on it, in Mtags/s. An
+    absolute rate, to hold against a heralding station's tagger, which delivers up to
+    80 Mtags/s: goal >= 100."""
     times, chans = _stream(np.random.default_rng(1))
     best = float("inf")
     for _ in range(rounds):
@@ -37,6 +42,9 @@ def herald_extract_mtags_per_s(rounds: int = 3) -> float:
 
 
 def tomography_mle_ms(repeats: int = 20) -> float:
+    """``analysis.tomography_mle_ms``: best wall milliseconds of one maximum-likelihood
+    two-qubit state reconstruction (``mle``) from 9 Pauli settings x 1000 shots of a Werner
+    state (fidelity 0.85); an absolute time (a fit on every verification, not a rate)."""
     rng = np.random.default_rng(2)
     rho = 0.8 * np.outer(PSI_PLUS, PSI_PLUS.conj()) + 0.2 * np.eye(4) / 4
     probs = np.real(np.einsum("soij,ji->so", _PROJ, rho))

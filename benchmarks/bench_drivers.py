@@ -26,7 +26,9 @@ def _best_us(fn, n: int = 3000, rounds: int = 1) -> float:
 
 
 def get_ratio_vs_raw(rounds: int = 7) -> float:
-    """``pump.power()`` over ``resource.query(":SOUR0:POW?")`` on the same backend, interleaved."""
+    """``driver.get_ratio_vs_raw``: time per QCoDeS ``pump.power.get()`` (3000 gets) over time
+    per raw pyvisa ``resource.query(":SOUR0:POW?")`` on the same @qnetlab backend and
+    instrument, rounds interleaved, best of each: the QCoDeS driver's overhead factor."""
     pump = QnetlabPumpLaser("bench_pump", PUMP, visalib=LAB, print_connect_message=False)
     raw = pyvisa.ResourceManager(LAB).open_resource(PUMP, read_termination="\n",
                                                     write_termination="\n")
@@ -42,7 +44,10 @@ def get_ratio_vs_raw(rounds: int = 7) -> float:
 
 
 def sweep_speedup_vs_pointwise(points: int = 1001) -> float:
-    """1001-point wavelength sweep with photodiode readout: pointwise over hardware sweep."""
+    """``laser.sweep_speedup_vs_pointwise``: a 1001-point wavelength scan with photodiode
+    readout done point by point (set ``pump.wavelength``, get ``pd_voltage``; best of 3) over
+    the same scan as one hardware sweep (program the sweep, run it, read back its wavelengths
+    and the photodiode log; best of 5), wall time over wall time."""
     pyvisa.ResourceManager(LAB).visalib.reset_state()
     pump = QnetlabPumpLaser("bench_pump", PUMP, visalib=LAB, print_connect_message=False)
     qnu = QnetlabQNU("bench_qnu", QNU, visalib=LAB, print_connect_message=False)

@@ -18,6 +18,9 @@ from qnetlab.sim_instruments import lab_spec
 
 
 def demo_wall_s() -> float:
+    """``demo.wall_s``: wall seconds of ``python -m qnetlab demo`` in a subprocess (interpreter
+    start, bring-up, full calibration, generation, verification, report) into a fresh data
+    directory, headless; an absolute time, once."""
     with tempfile.TemporaryDirectory() as data:
         env = {**os.environ, "QNETLAB_DATA": data, "MPLBACKEND": "Agg"}
         t0 = time.perf_counter()
@@ -45,8 +48,9 @@ def interlock_latency_polls() -> float:
     100 s of lab time each, pump emitting); the watchdog polls every 5 s of lab time.
     Times the lab seconds from the true crossing (the simulation's hidden temperature
     history) to the watchdog's safe action (pump output off, shutter closed), divided by the
-    poll period. Goal <= 1; without in-call polling the action waits for the sequence's next
-    wait, here after all six measurements (about 100 polls)."""
+    poll period: ``interlock.latency_polls_from_crossing``. Goal <= 1; without in-call
+    polling the action waits for the sequence's next wait, here after all six measurements
+    (about 100 polls)."""
     from qnetlab.sequences.pumps import pumps_emitting
     from qnetlab.sequences.safety import SequenceAborted
 

@@ -1,7 +1,8 @@
 """Run every benchmark and print all figures as one JSON object.
 
-Each ``bench_*.py`` module beside this file exposes ``run() -> dict[str, float]``; figures are
-ratios or rates measured against a baseline in the same process, so a busy machine shifts both.
+Each ``bench_*.py`` module beside this file exposes ``run() -> dict[str, float]``; a figure that
+is a ratio is measured against its baseline in the same process, so a busy machine shifts both.
+Each figure's docstring says what it times and against what; ``docs/benchmarks.md`` lists them.
 Usage: ``python benchmarks/run.py [name-substring ...]``.
 """
 
