@@ -389,28 +389,38 @@ class Run:
         straight to QCoDeS."""
         if self.status != "running":
             raise RuntimeError(f"run {self.name!r} is {self.status}; use 'with run:'")
-        row = {self._name_of(k): v for k, v in pairs}
-        row.update(values)
+        row = {self._name_of(k): v for k, v in pairs} if pairs else values
+        if pairs:
+            row.update(values)
+        with self._lock:
+            buffer = self._buffer
+            if buffer and row.keys() == buffer.keys():  # checked when the batch began
+                for key, value in row.items():
+                    buffer[key].append(value)
+                self._buffered += 1
+            elif not self._begin_batch(row):
+                return
+            if (self._buffered >= self.store.flush_points
+                    or time.perf_counter() - self._last_flush >= self.store.flush_period_s):
+                self.flush()
+
+    def _begin_batch(self, row: dict[str, Any]) -> bool:
+        """Check a point whose quantities differ from the buffered ones; write it at once if it
+        holds an array (returns False), else flush the buffer and start a batch with it."""
         unknown = set(row) - set(self._registered)
         if unknown:
             raise KeyError(f"run {self.name!r}: {sorted(unknown)} not registered "
                            f"(registered: {sorted(self._registered)})")
-        with self._lock:
-            if self._array_names & set(row):
-                self.flush()
-                with self.store.database():
-                    self._saver.add_result(*((self._registered[k], v) for k, v in row.items()))
-                return
-            if self._buffer and set(row) != set(self._buffer):
-                self.flush()
-            for key, value in row.items():
-                self._buffer.setdefault(key, []).append(value)
-            if not self._buffered:
-                self._buffered_since = time.perf_counter()
-            self._buffered += 1
-            if (self._buffered >= self.store.flush_points
-                    or time.perf_counter() - self._last_flush >= self.store.flush_period_s):
-                self.flush()
+        if self._array_names & set(row):
+            self.flush()
+            with self.store.database():
+                self._saver.add_result(*((self._registered[k], v) for k, v in row.items()))
+            return False
+        if self._buffer:
+            self.flush()
+        self._buffer = {key: [value] for key, value in row.items()}
+        self._buffered, self._buffered_since = 1, time.perf_counter()
+        return True
 
     def _flush_if_stale(self, age_s: float) -> None:
         """Flush when points have waited ``age_s`` (called by the flusher thread)."""
