@@ -44,7 +44,7 @@ from .fitting import (
     fit_rabi,
     fit_tuning_curve,
 )
-from .fom import LinkBudget, best_alpha
+from .fom import JITTER_SIGMA_S, LinkBudget, best_alpha, fit_cooperativity
 
 C_LIGHT = 299_792_458.0
 
@@ -378,6 +378,7 @@ class PumpOperatingPoint(Calibration):
     widths_s: tuple[float, ...] = (20e-9, 50e-9, 100e-9, 200e-9, 0.0)  # 0 = CW
     heat_settle_s: float = 1500.0  # five mixing-chamber time constants
     measure_time_s: float = 0.5
+    repeats: int = 16  # fresh readings at the chosen point (unbiased efficiency and noise)
     target_fidelity: float = 0.7
     thermal_budget_k: float = 0.012
     budget: LinkBudget = LinkBudget()
@@ -387,6 +388,7 @@ class PumpOperatingPoint(Calibration):
         "alpha": Quantity("", apply=_set_alpha),
         "efficiency": Quantity(""),
         "added_noise": Quantity("photons"),
+        "cooperativity_per_mw": Quantity("1/mW"),
         "expected_fidelity": Quantity(""),
         "expected_rate_hz": Quantity("Hz"),
     }
@@ -472,16 +474,35 @@ class PumpOperatingPoint(Calibration):
                 rows.append((power, width, eff, noise, t_mxc, alpha, p * rate_hz, fid, rate))
                 run.add_point(power=power, width=width, efficiency=eff, added_noise=noise,
                               mxc_temperature_settled=t_mxc, rate_at_target=rate, alpha=alpha)
-        table = np.array(rows, dtype=float)
-        if not np.any(table[:, 8] > 0):
-            raise CalibrationFailed(f"no operating point reaches F={self.target_fidelity} inside "
-                                    f"{self.thermal_budget_k * 1e3:.0f} mK")
-        i = int(np.argmax(table[:, 8]))
-        power, width, eff, noise, _, alpha, _, fid, rate = table[i]
+            table = np.array(rows, dtype=float)
+            if not np.any(table[:, 8] > 0):
+                raise CalibrationFailed(f"no operating point reaches F={self.target_fidelity} "
+                                        f"inside {self.thermal_budget_k * 1e3:.0f} mK")
+            i = int(np.argmax(table[:, 8]))
+            power, width, _, _, _, alpha, _, fid, rate = table[i]
+            eff, noise = self._remeasure(ctx, inst, target, power, width)
+        try:
+            coop = fit_cooperativity(table[:, 0], table[:, 2])
+        except FitError as exc:
+            raise CalibrationFailed(str(exc)) from None
         self._plot(ctx, run, target, table, i)
         return [Update("pump_power_dbm", power), Update("pump_pulse_width_s", width),
-                Update("alpha", alpha), Update("efficiency", eff), Update("added_noise", noise),
+                Update("alpha", alpha), Update("efficiency", *eff), Update("added_noise", *noise),
+                Update("cooperativity_per_mw", coop["c_per_mw"], coop.errors["c_per_mw"],
+                       coop.r_squared),
                 Update("expected_fidelity", fid), Update("expected_rate_hz", rate)]
+
+    def _remeasure(self, ctx: CalContext, inst: dict[str, Any], target: str, power: float,
+                   width: float) -> tuple[tuple[float, float], tuple[float, float]]:
+        """Efficiency and added noise at the chosen point from fresh readings: (mean, standard
+        error) each. The scan's reading at the point that won is biased high (the point won
+        partly because its reading was high); readings taken after the choice are not."""
+        inst["pump"].power(power)
+        _set_pulse_width(ctx.bundle, target, width)
+        readings = np.array([self._measure(inst) for _ in range(self.repeats)])
+        mean = readings.mean(axis=0)
+        sem = readings.std(axis=0, ddof=1) / math.sqrt(self.repeats)
+        return (float(mean[0]), float(sem[0])), (float(mean[1]), float(sem[1]))
 
     def _plot(self, ctx: CalContext, run: Any, target: str, table: np.ndarray, best: int) -> None:
         fig, axes = _figure(f"pump operating point, {target}", rows=3)
@@ -532,16 +553,23 @@ class DetectorTiming(Calibration):
         "det2_delay_ps": Quantity("ps", apply=_set_delay("det2")),
         "herald_window_ps": Quantity("ps", apply=_set_window),
         "arrival_sigma_ps": Quantity("ps"),
+        "photon_linewidth_hz": Quantity("Hz"),
+        "dark_click_probability": Quantity(""),
     }
+    dark_seconds: int = 60  # per detector, pumps dark
 
-    def _histograms(self, ctx: CalContext, target: str, seconds: float, kind: str
-                    ) -> tuple[Any, np.ndarray, list[np.ndarray]]:
-        herald = ctx.bundle.instrument(ctx.topology.stations[target].qnu)
-        ends = sorted({n for lk in ctx.topology.links.values() if lk.station == target
+    def _ends(self, ctx: CalContext, target: str) -> list[str]:
+        return sorted({n for lk in ctx.topology.links.values() if lk.station == target
                        for n in lk.nodes})
-        pumps = [ctx.bundle.node(n)["pump"] for n in ends]
+
+    def _histograms(self, ctx: CalContext, target: str, seconds: float, kind: str,
+                    ends: list[str] | None = None) -> tuple[Any, np.ndarray, list[np.ndarray]]:
+        """Arrival histograms of both detectors with the pumps of ``ends`` (default: every
+        node of the station's links) emitting."""
+        herald = ctx.bundle.instrument(ctx.topology.stations[target].qnu)
+        pumps = [ctx.bundle.node(n)["pump"] for n in (ends or self._ends(ctx, target))]
         tagger = herald.tagger
-        run = ctx.new_run(self, target, kind)
+        run = ctx.new_run(self, target, kind if ends is None else f"{kind}_{'_'.join(ends)}")
         run.register("delay", unit="ps", array=True)
         for d in (1, 2):
             run.register(f"counts_det{d}", setpoints=("delay",), array=True)
@@ -594,16 +622,68 @@ class DetectorTiming(Calibration):
         return Check(outcome, "delays moved " + ", ".join(f"{s / 1e3:+.2f} ns" for s in shifts))
 
     def calibrate(self, ctx: CalContext, target: str) -> list[Update]:
-        run, delays, hists = self._histograms(ctx, target, self.record_s, "calibrate")
-        try:
-            fits = [self._fit(delays, h) for h in hists]
-        except FitError as exc:
-            raise CalibrationFailed(str(exc)) from None
-        sigma = float(np.mean([abs(f["sigma"]) for f in fits]))
+        """Each node's photons alone (its pump only), so the window is chosen for the wider of
+        the two photons; delays from both; the dark clicks with every pump dark."""
+        per_node = {}
+        for node in self._ends(ctx, target):
+            run, delays, hists = self._histograms(ctx, target, self.record_s, "calibrate",
+                                                  [node])
+            try:
+                per_node[node] = (run, hists, [self._fit(delays, h) for h in hists])
+            except FitError as exc:
+                raise CalibrationFailed(f"{node}: {exc}") from None
+        sigmas = {n: float(np.mean([abs(f["sigma"]) for f in fits]))
+                  for n, (_, _, fits) in per_node.items()}
+        sigma = max(sigmas.values())
         window = float(np.clip(2 * self.window_sigmas * sigma, 2e4, 2e6))
-        fig, axes = _figure(f"detector timing, {target}", rows=2)
+        delays_fit = [_weighted_mean([fits[d] for _, _, fits in per_node.values()])
+                      for d in (0, 1)]
+        linewidth = self._linewidth(ctx, sigmas)
+        dark = self._dark_click(ctx, target, window)
+        for node, (run, hists, fits) in per_node.items():
+            self._plot(ctx, run, f"{target}, {node} alone", delays, hists, fits, window)
+        return [Update("det1_delay_ps", *delays_fit[0]), Update("det2_delay_ps", *delays_fit[1]),
+                Update("herald_window_ps", window), Update("arrival_sigma_ps", sigma),
+                Update("photon_linewidth_hz", *linewidth), Update("dark_click_probability", *dark)]
+
+    def _linewidth(self, ctx: CalContext, sigmas: dict[str, float]) -> tuple[float, float]:
+        """The converted mode's linewidth ``kappa_e = 1 / (2 pi sigma (1 + C))`` from each
+        node's photon width and its cooperativity at its pump power: (mean, spread)."""
+        values = []
+        for node, sigma_ps in sigmas.items():
+            c_per_mw = ctx.live("cooperativity_per_mw", node)
+            if c_per_mw is None:
+                raise CalibrationFailed(f"{node}: no calibrated cooperativity_per_mw")
+            c = c_per_mw * 10 ** (ctx.bundle.node(node)["pump"].power() / 10)
+            photon = math.sqrt(max((sigma_ps * 1e-12) ** 2 - JITTER_SIGMA_S**2, 0.0))
+            values.append(1 / (2 * math.pi * photon * (1 + c)))
+        spread = float(np.std(values, ddof=1) / math.sqrt(len(values))) if len(values) > 1 \
+            else None
+        return float(np.mean(values)), spread
+
+    def _dark_click(self, ctx: CalContext, target: str, window_ps: float
+                    ) -> tuple[float, float]:
+        """Dark-click probability per herald window, both detectors, counted with every pump
+        dark: (value, Poisson standard error)."""
+        herald = ctx.bundle.instrument(ctx.topology.stations[target].qnu)
+        run = ctx.new_run(self, target, "dark_counts")
+        run.register("dark_rate_det1", unit="Hz")
+        run.register("dark_rate_det2", unit="Hz")
+        counts = np.zeros(2)
+        with run:
+            for _ in range(self.dark_seconds):
+                rates = [herald.det1.count_rate(), herald.det2.count_rate()]
+                run.add_point(dark_rate_det1=rates[0], dark_rate_det2=rates[1])
+                counts += rates
+        rate = counts.sum() / self.dark_seconds
+        err = math.sqrt(max(counts.sum(), 1.0)) / self.dark_seconds
+        return rate * window_ps * 1e-12, err * window_ps * 1e-12
+
+    def _plot(self, ctx: CalContext, run: Any, title: str, delays: np.ndarray,
+              hists: list[np.ndarray], fits: list[Any], window: float) -> None:
+        fig, axes = _figure(f"detector timing, {title}", rows=2)
         for d, (ax, h, f) in enumerate(zip(axes, hists, fits, strict=True), start=1):
-            near = np.abs(delays - f["x0"]) < 6 * sigma
+            near = np.abs(delays - f["x0"]) < 6 * abs(f["sigma"])
             ax.plot(delays[near] / 1e3, h[near], ".", ms=3, label=f"det{d}")
             ax.plot(delays[near] / 1e3, f.curve(delays[near]), "-",
                     label=f"fit: {f['x0'] / 1e3:.2f} ns")
@@ -613,9 +693,15 @@ class DetectorTiming(Calibration):
             ax.legend(fontsize=8)
         axes[-1].set(xlabel="delay after sync (ns)")
         ctx.save_figure(run, fig)
-        return [Update("det1_delay_ps", fits[0]["x0"], fits[0].errors["x0"], fits[0].r_squared),
-                Update("det2_delay_ps", fits[1]["x0"], fits[1].errors["x0"], fits[1].r_squared),
-                Update("herald_window_ps", window), Update("arrival_sigma_ps", sigma)]
+
+
+def _weighted_mean(fits: list[Any]) -> tuple[float, float, float]:
+    """Inverse-variance mean of the fits' ``x0``: (value, error, worst R^2)."""
+    err = np.array([max(f.errors["x0"], 1e-9) for f in fits])
+    w = 1 / err**2
+    x0 = np.array([f["x0"] for f in fits])
+    return (float(np.sum(w * x0) / w.sum()), float(1 / math.sqrt(w.sum())),
+            min(f.r_squared for f in fits))
 
 
 # --- 7. link phase --------------------------------------------------------------------------------
