@@ -1,0 +1,115 @@
+"""The link model, fed with calibrated values, predicts what the simulated link does at random
+operating points (not the demo's), for both protocols; and the calibrations behind it record
+what the model needs without bias."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from qnetlab import stations
+from qnetlab.sequences.calibration import CalibrationStore, calibrate
+from qnetlab.sequences.entanglement import generate, link_pumps, quick_fidelity
+from qnetlab.sequences.entanglement.model import (
+    LinkModel,
+    calibrated_budget,
+    calibrated_photon_sigma,
+)
+
+POINTS = 12  # random operating points per protocol
+PAIRS = {"single_click": 1500, "two_photon": 600}
+MEASURE_S = 20.0  # transducer readout per node and point (0.7 % efficiency error)
+DARK_S = 40  # seconds of dark counts per detector and point
+
+
+@pytest.fixture
+def calibrated(sim_lab, qnetlab_data_dir):
+    lab = sim_lab("link", seed=7)
+    bundle = stations.load("sim_link")
+    report = calibrate(bundle, data_dir=qnetlab_data_dir)
+    assert report.ok, report.table()
+    yield lab, bundle, CalibrationStore(qnetlab_data_dir).as_dict()
+    bundle.close()
+
+
+def _draw(rng: np.random.Generator, alpha_max: float) -> dict[str, tuple[float, float] | float]:
+    """One operating point: alpha (0.03-0.4 inside the station's limit), pump (dBm), fiber (km)
+    a side, detector bias (uA)."""
+    return {"alpha": float(rng.uniform(0.03, min(0.4, alpha_max))),
+            "pump_dbm": (float(rng.uniform(-4, 8)), float(rng.uniform(-4, 8))),
+            "fiber_km": (float(rng.uniform(0.5, 10)), float(rng.uniform(0.5, 10))),
+            "bias_ua": float(rng.uniform(9, 12.5))}
+
+
+def _apply(bundle, point) -> None:
+    a, b = bundle.topology.links["ab"].nodes
+    herald = bundle.herald("ab")
+    for node, peer, dbm, km in ((a, b, point["pump_dbm"][0], point["fiber_km"][0]),
+                                (b, a, point["pump_dbm"][1], point["fiber_km"][1])):
+        inst = bundle.node(node)
+        inst["pump"].power(dbm)
+        inst["qnu"].qubit.alpha(point["alpha"])
+        inst["qnu"].link_to(peer).fiber_length(km)
+    herald.det1.bias(point["bias_ua"])
+    herald.det2.bias(point["bias_ua"])
+
+
+def _model(bundle, cal, point) -> tuple[LinkModel, float]:
+    """The model at this point from the calibration and the readouts a user has there
+    (transducer efficiency and noise per node, dark counts at the new detector bias):
+    (model, relative 1-sigma error of its efficiencies)."""
+    ends = bundle.topology.links["ab"].nodes
+    qnus = [bundle.node(n)["qnu"] for n in ends]
+    with link_pumps(bundle, "ab"):
+        readouts = []
+        for q in qnus:
+            with q.transducer.measure_time.set_to(MEASURE_S):
+                readouts.append((q.transducer.efficiency(), q.transducer.added_noise()))
+    herald = bundle.herald("ab")
+    station = dict(cal["mid"])
+    dark = sum(herald.det1.count_rate() + herald.det2.count_rate() for _ in range(DARK_S))
+    station["dark_click_probability"] = dark / DARK_S * station["herald_window_ps"] * 1e-12
+    swap = tuple(cal[n].get("swap_contrast", 1.0) for n in ends)
+    model = LinkModel(
+        efficiency=tuple(r[0] * s for r, s in zip(readouts, swap, strict=True)),
+        added_noise=tuple(r[1] for r in readouts),
+        t2_s=tuple(q.qubit.t2() for q in qnus),
+        attempt_rate_hz=qnus[0].engine.attempt_rate(),
+        swap_duration_s=qnus[0].qubit.swap_duration(),
+        budget=calibrated_budget(station),
+        photon_sigma_s=tuple(calibrated_photon_sigma(cal[n], station, p) for n, p in
+                             zip(ends, point["pump_dbm"], strict=True)),
+        swap=swap)
+    return model, 0.03 / math.sqrt(MEASURE_S)
+
+
+@pytest.mark.parametrize("protocol", ["single_click", "two_photon"])
+def test_model_predicts_random_operating_points(calibrated, protocol):
+    """Herald probability and fidelity at random (seeded) operating points agree with the
+    model as z-scores, and the probability carries no bias beyond 5 %."""
+    _lab, bundle, cal = calibrated
+    rng = np.random.default_rng(20261129)
+    z_p, z_f, ratios = [], [], []
+    for _ in range(POINTS):
+        point = _draw(rng, bundle.node("alice")["qnu"].qubit.alpha.vals._max_value)
+        _apply(bundle, point)
+        model, rel_eff = _model(bundle, cal, point)
+        p_true, p_false, f_model = model.probability(protocol, point["alpha"],
+                                                     point["fiber_km"])
+        p_model = p_true + p_false
+        gen = generate(bundle, "ab", PAIRS[protocol], protocol=protocol, bases=("X", "Y", "Z"),
+                       max_time_s=6e5, poll_s=200.0)
+        p_hat = len(gen) / gen.attempts_total
+        order = 2 if protocol == "two_photon" else 1  # p ~ eta^order
+        sigma_p = math.hypot(p_hat / math.sqrt(len(gen)), p_model * order * rel_eff / 2)
+        f_hat, f_err = quick_fidelity(gen)
+        z_p.append((p_hat - p_model) / sigma_p)
+        z_f.append((f_hat - f_model) / f_err)
+        ratios.append(p_model / p_hat)
+    z_p, z_f, ratios = map(np.array, (z_p, z_f, ratios))
+    assert np.all(np.abs(z_p) < 4), (z_p, ratios)
+    assert np.all(np.abs(z_f) < 4), z_f
+    assert abs(z_p.mean()) < 3 / math.sqrt(POINTS), (z_p, ratios)
+    assert abs(ratios.mean() - 1) < 0.05 / 2, ratios  # the mean bias, well inside +-5 %
