@@ -113,3 +113,48 @@ def test_model_predicts_random_operating_points(calibrated, protocol):
     assert np.all(np.abs(z_f) < 4), z_f
     assert abs(z_p.mean()) < 3 / math.sqrt(POINTS), (z_p, ratios)
     assert abs(ratios.mean() - 1) < 0.05 / 2, ratios  # the mean bias, well inside +-5 %
+
+
+def _truth_at_operating_point(lab, cal, node: str) -> tuple[float, float]:
+    """(true conversion efficiency, true photon width) of ``node`` at its calibrated pump power,
+    pump emitting (read from the simulated world, never from an instrument)."""
+    world_node = lab.world.nodes[node]
+    pump = world_node.pump
+    saved = pump.power_dbm, pump.output_on, pump.shutter_open
+    pump.power_dbm, pump.output_on, pump.shutter_open = cal[node]["pump_power_dbm"], True, True
+    t = lab.clock.now()
+    try:
+        return world_node.conversion_efficiency(t), world_node.photon_sigma_s(t)
+    finally:
+        pump.power_dbm, pump.output_on, pump.shutter_open = saved
+
+
+def test_herald_window_is_chosen_for_both_nodes_photons(calibrated):
+    """The two nodes run at different pump powers (different photon widths); the calibrated
+    window holds at least 99.5 % of each node's photons, the broader one included."""
+    lab, _bundle, cal = calibrated
+    powers = [cal[n]["pump_power_dbm"] for n in ("alice", "bob")]
+    assert powers[0] != powers[1]  # the case where one node's width does not fit both
+    station = lab.world.stations["mid"]
+    for node in ("alice", "bob"):
+        _, sigma = _truth_at_operating_point(lab, cal, node)
+        assert station.window_acceptance(lab.clock.now(), sigma) > 0.995, node
+
+
+@pytest.mark.parametrize("seed", [3, 11])
+def test_recorded_efficiency_is_unbiased_with_its_uncertainty(sim_lab, qnetlab_data_dir, seed):
+    """The pump-operating-point calibration records the efficiency with an uncertainty that
+    covers the truth (not the highest of noisy readings, which lies above it)."""
+    lab = sim_lab("link", seed=seed)
+    bundle = stations.load("sim_link")
+    try:
+        assert calibrate(bundle, data_dir=qnetlab_data_dir, targets=["alice", "bob"]).ok
+        store = CalibrationStore(qnetlab_data_dir)
+        cal = store.as_dict()
+        for node in ("alice", "bob"):
+            rec = store.current("efficiency", node)
+            truth, _ = _truth_at_operating_point(lab, cal, node)
+            assert rec.uncertainty is not None and 0 < rec.uncertainty < 0.03 * rec.value
+            assert abs(rec.value - truth) < 3.5 * rec.uncertainty, (node, rec.value, truth)
+    finally:
+        bundle.close()
