@@ -623,7 +623,9 @@ class DetectorTiming(Calibration):
 
     def calibrate(self, ctx: CalContext, target: str) -> list[Update]:
         """Each node's photons alone (its pump only), so the window is chosen for the wider of
-        the two photons; delays from both; the dark clicks with every pump dark."""
+        the two photons; delays from both; the dark clicks with every pump dark (counted first,
+        so that the calibration's last run is one with a figure)."""
+        dark_hz = self._dark_rate(ctx, target)
         per_node = {}
         for node in self._ends(ctx, target):
             run, delays, hists = self._histograms(ctx, target, self.record_s, "calibrate",
@@ -639,7 +641,7 @@ class DetectorTiming(Calibration):
         delays_fit = [_weighted_mean([fits[d] for _, _, fits in per_node.values()])
                       for d in (0, 1)]
         linewidth = self._linewidth(ctx, sigmas)
-        dark = self._dark_click(ctx, target, window)
+        dark = tuple(r * window * 1e-12 for r in dark_hz)
         for node, (run, hists, fits) in per_node.items():
             self._plot(ctx, run, f"{target}, {node} alone", delays, hists, fits, window)
         return [Update("det1_delay_ps", *delays_fit[0]), Update("det2_delay_ps", *delays_fit[1]),
@@ -661,10 +663,9 @@ class DetectorTiming(Calibration):
             else None
         return float(np.mean(values)), spread
 
-    def _dark_click(self, ctx: CalContext, target: str, window_ps: float
-                    ) -> tuple[float, float]:
-        """Dark-click probability per herald window, both detectors, counted with every pump
-        dark: (value, Poisson standard error)."""
+    def _dark_rate(self, ctx: CalContext, target: str) -> tuple[float, float]:
+        """Dark-count rate of both detectors together, counted with every pump dark: (Hz,
+        Poisson standard error); times the herald window it is the dark-click probability."""
         herald = ctx.bundle.instrument(ctx.topology.stations[target].qnu)
         run = ctx.new_run(self, target, "dark_counts")
         run.register("dark_rate_det1", unit="Hz")
@@ -675,9 +676,8 @@ class DetectorTiming(Calibration):
                 rates = [herald.det1.count_rate(), herald.det2.count_rate()]
                 run.add_point(dark_rate_det1=rates[0], dark_rate_det2=rates[1])
                 counts += rates
-        rate = counts.sum() / self.dark_seconds
-        err = math.sqrt(max(counts.sum(), 1.0)) / self.dark_seconds
-        return rate * window_ps * 1e-12, err * window_ps * 1e-12
+        return (counts.sum() / self.dark_seconds,
+                math.sqrt(max(counts.sum(), 1.0)) / self.dark_seconds)
 
     def _plot(self, ctx: CalContext, run: Any, title: str, delays: np.ndarray,
               hists: list[np.ndarray], fits: list[Any], window: float) -> None:
