@@ -542,7 +542,7 @@ class DetectorTiming(Calibration):
     scope = "station"
     depends_on = ("pump_operating_point",)
     timeout_s = 24 * 3600.0
-    record_s: float = 60.0
+    record_s: float = 120.0
     check_record_s: float = 20.0
     bin_ps: int = 1000
     window_sigmas: float = 3.0
@@ -555,8 +555,11 @@ class DetectorTiming(Calibration):
         "arrival_sigma_ps": Quantity("ps"),
         "photon_linewidth_hz": Quantity("Hz"),
         "dark_click_probability": Quantity(""),
+        "detector_efficiency": Quantity(""),
     }
     dark_seconds: int = 60  # per detector, pumps dark
+    efficiency_readings: int = 8  # transducer readings per node for the detector efficiency
+    efficiency_read_s: float = 20.0
 
     def _ends(self, ctx: CalContext, target: str) -> list[str]:
         return sorted({n for lk in ctx.topology.links.values() if lk.station == target
@@ -641,12 +644,50 @@ class DetectorTiming(Calibration):
         delays_fit = [_weighted_mean([fits[d] for _, _, fits in per_node.values()])
                       for d in (0, 1)]
         linewidth = self._linewidth(ctx, sigmas)
+        detector = _weighted(
+            [self._detection(ctx, target, n, fits) for n, (_, _, fits) in per_node.items()])
         dark = tuple(r * window * 1e-12 for r in dark_hz)
         for node, (run, hists, fits) in per_node.items():
             self._plot(ctx, run, f"{target}, {node} alone", delays, hists, fits, window)
         return [Update("det1_delay_ps", *delays_fit[0]), Update("det2_delay_ps", *delays_fit[1]),
                 Update("herald_window_ps", window), Update("arrival_sigma_ps", sigma),
-                Update("photon_linewidth_hz", *linewidth), Update("dark_click_probability", *dark)]
+                Update("photon_linewidth_hz", *linewidth), Update("dark_click_probability", *dark),
+                Update("detector_efficiency", *detector)]
+
+    def _detection(self, ctx: CalContext, target: str, node: str, fits: list[Any]
+                   ) -> tuple[float, float]:
+        """Detector efficiency (mean of both, referred to the budget's collection) from one
+        node's arrival peaks: clicks per sync over the photons the calibrated node sends
+        (signal ``alpha`` or 1/2 per attempt, plus added noise) through its fiber."""
+        herald = ctx.bundle.instrument(ctx.topology.stations[target].qnu)
+        link = next(lk for lk in ctx.topology.links.values()
+                    if lk.station == target and node in lk.nodes)
+        peer = link.nodes[1 - link.nodes.index(node)]
+        qnu, budget = ctx.bundle.node(node)["qnu"], PumpOperatingPoint.budget
+        syncs = self.record_s * herald.tagger.sync.count_rate()
+        clicks = sum(abs(f["amplitude"] * f["sigma"]) * math.sqrt(2 * math.pi) / self.bin_ps
+                     for f in fits)
+        eff, eff_err = self._transducer_efficiency(ctx, node)
+        if eff <= 0 or syncs <= 0:
+            raise CalibrationFailed(f"{node}: no converted photons (efficiency {eff:.3g})")
+        share = qnu.qubit.alpha() if qnu.engine.protocol() == "single_click" else 0.5
+        photons = eff * budget.collection * 10 ** (
+            -budget.fiber_loss_db_per_km * qnu.link_to(peer).fiber_length() / 10) * (
+            share * (ctx.live("swap_contrast", node) or 1.0)
+            + (ctx.live("added_noise", node) or 0.0))
+        value = clicks / syncs / photons
+        rel = math.hypot(1 / math.sqrt(max(clicks, 1.0)), eff_err / eff)
+        return value, value * rel
+
+    def _transducer_efficiency(self, ctx: CalContext, node: str) -> tuple[float, float]:
+        """The node's conversion efficiency now, at its pump setting: (mean, standard error) of
+        ``efficiency_readings`` long readings (the histogram's photons came through it)."""
+        inst = ctx.bundle.node(node)
+        with pumps_emitting(inst["pump"]), \
+                inst["qnu"].transducer.measure_time.set_to(self.efficiency_read_s):
+            r = np.array([inst["qnu"].transducer.efficiency()
+                          for _ in range(self.efficiency_readings)])
+        return float(r.mean()), float(r.std(ddof=1) / math.sqrt(r.size))
 
     def _linewidth(self, ctx: CalContext, sigmas: dict[str, float]) -> tuple[float, float]:
         """The converted mode's linewidth ``kappa_e = 1 / (2 pi sigma (1 + C))`` from each
@@ -693,6 +734,13 @@ class DetectorTiming(Calibration):
             ax.legend(fontsize=8)
         axes[-1].set(xlabel="delay after sync (ns)")
         ctx.save_figure(run, fig)
+
+
+def _weighted(values: list[tuple[float, float]]) -> tuple[float, float]:
+    """Inverse-variance mean of ``(value, error)`` pairs: (value, error)."""
+    w = np.array([1 / max(e, 1e-12) ** 2 for _, e in values])
+    v = np.array([x for x, _ in values])
+    return float(np.sum(w * v) / w.sum()), float(1 / math.sqrt(w.sum()))
 
 
 def _weighted_mean(fits: list[Any]) -> tuple[float, float, float]:
