@@ -123,14 +123,16 @@ def test_model_predicts_random_operating_points(calibrated, protocol):
     assert abs(ratios.mean() - 1) < 0.05, ratios  # no bias beyond +-5 %
 
 
-def _truth_at_operating_point(lab, cal, node: str) -> tuple[float, float]:
+def _truth_at_operating_point(lab, cal, node: str, t: float | None = None
+                              ) -> tuple[float, float]:
     """(true conversion efficiency, true photon width) of ``node`` at its calibrated pump power,
-    pump emitting (read from the simulated world, never from an instrument)."""
+    pump emitting, at lab time ``t`` (default now; read from the simulated world, never from an
+    instrument)."""
     world_node = lab.world.nodes[node]
     pump = world_node.pump
     saved = pump.power_dbm, pump.output_on, pump.shutter_open
     pump.power_dbm, pump.output_on, pump.shutter_open = cal[node]["pump_power_dbm"], True, True
-    t = lab.clock.now()
+    t = lab.clock.now() if t is None else t
     try:
         return world_node.conversion_efficiency(t), world_node.photon_sigma_s(t)
     finally:
@@ -161,7 +163,7 @@ def test_recorded_efficiency_is_unbiased_with_its_uncertainty(sim_lab, qnetlab_d
         cal = store.as_dict()
         for node in ("alice", "bob"):
             rec = store.current("efficiency", node)
-            truth, _ = _truth_at_operating_point(lab, cal, node)
+            truth, _ = _truth_at_operating_point(lab, cal, node, rec.lab_time)
             assert rec.uncertainty is not None and 0 < rec.uncertainty < 0.03 * rec.value
             assert abs(rec.value - truth) < 3.5 * rec.uncertainty, (node, rec.value, truth)
     finally:
