@@ -17,6 +17,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
+from .fitting import Fit, FitError, fit
+
+JITTER_SIGMA_S = 20e-12 / 2.3548  # SNSPD timing jitter (20 ps FWHM), docs/physics.md
+
 
 @dataclass(frozen=True)
 class LinkBudget:
@@ -29,10 +35,15 @@ class LinkBudget:
     visibility: float = 0.9
     phase_noise_rad: float = 0.1
     dark_click: float = 4e-6  # dark-count probability per herald window, both detectors
+    herald_window_s: float | None = None  # None: every photon falls inside the window
 
     def chain(self, fiber_km: float) -> float:
         return self.collection * self.detector_efficiency * 10 ** (
             -self.fiber_loss_db_per_km * fiber_km / 10)
+
+    def acceptance(self, photon_sigma_s: float) -> float:
+        """Share of a photon of rms width ``photon_sigma_s`` inside the centred herald window."""
+        return window_acceptance(self.herald_window_s, photon_sigma_s)
 
     def coherence(self, fiber_km: float, t2_s: float) -> float:
         wait = 2 * fiber_km * self.fiber_delay_s_per_km
@@ -63,3 +74,39 @@ def best_alpha(eta: float, noise: float, coherence: float, dark: float,
         if f >= target_fidelity and (best is None or p > best[1]):
             best = (alpha, p, f)
     return best
+
+
+def window_acceptance(window_s: float | None, photon_sigma_s: float) -> float:
+    """``erf(W / (2 sqrt2 sigma))``: a Gaussian arrival (photon width and detector jitter)
+    inside a window of full width ``W`` centred on it (calibrated delays centre it)."""
+    if window_s is None:
+        return 1.0
+    sigma = math.hypot(photon_sigma_s, JITTER_SIGMA_S)
+    return math.erf(window_s / (2 * math.sqrt(2) * sigma))
+
+
+def photon_sigma_s(linewidth_hz: float, cooperativity: float) -> float:
+    """rms width of the converted photon: ``1 / (2 pi kappa_e (1 + C))`` (the pump broadens
+    the microwave mode by ``1 + C``; docs/physics.md)."""
+    return 1.0 / (2 * math.pi * linewidth_hz * (1 + cooperativity))
+
+
+def conversion_curve(power_mw: np.ndarray, scale: float, c_per_mw: float) -> np.ndarray:
+    """``scale 4C / (1 + C)^2`` with ``C = c_per_mw P``: efficiency against pump power."""
+    c = c_per_mw * np.asarray(power_mw, float)
+    return scale * 4 * c / (1 + c) ** 2
+
+
+def fit_cooperativity(power_dbm: np.ndarray, efficiency: np.ndarray) -> Fit:
+    """Fit :func:`conversion_curve` to efficiencies read at pump powers (dBm); the fitted
+    ``c_per_mw`` gives the cooperativity, hence the photon width, at any pump power."""
+    p_mw = 10 ** (np.asarray(power_dbm, float) / 10)
+    eff = np.asarray(efficiency, float)
+    if np.unique(p_mw).size < 3 or not np.any(eff > 0):
+        raise FitError("cooperativity fit needs efficiencies at three pump powers or more")
+    i = int(np.argmax(eff))
+    f = fit(conversion_curve, p_mw, eff, {"scale": float(eff[i]), "c_per_mw": 1 / p_mw[i]},
+            bounds=([0.0, 0.0], [np.inf, np.inf]))
+    if not f["c_per_mw"] > 0:
+        raise FitError(f"cooperativity fit gave c = {f['c_per_mw']:.3g} per mW")
+    return f

@@ -273,7 +273,7 @@ def test_swapping_on_the_chain_yields_the_expected_end_to_end_fidelity(sim_lab,
         short, long_ = results[0.5e-3], results[50e-3]
         assert short[0].swaps < long_[0].swaps  # a tight cutoff discards more
         assert short[1] > long_[1] and short[0].mean_storage_s < long_[0].mean_storage_s
-        assert short[0].tomography.fidelity > 0.3  # two ~0.7 links and memory decay
+        assert short[1] > 0.3  # two ~0.7 links and memory decay (measured: within 4 sigma above)
     finally:
         bundle.close()
 

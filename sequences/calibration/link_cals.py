@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from qnetlab.sequences.entanglement.frames import bell_sign
+from qnetlab.sequences.fom import JITTER_SIGMA_S
 from qnetlab.sequences.pumps import pumps_emitting
 
 from .engine import (
@@ -29,6 +30,7 @@ from .fitting import (
     fit_gaussian_peak,
 )
 from .helpers import fit_figure
+from .operating_point import PumpOperatingPoint
 from .setters import set_delay, set_phase, set_window
 
 
@@ -37,7 +39,7 @@ class DetectorTiming(Calibration):
     scope = "herald"
     depends_on = ("pump_operating_point",)
     timeout_s = 24 * 3600.0
-    record_s: float = 60.0
+    record_s: float = 120.0
     check_record_s: float = 20.0
     bin_ps: int = 1000
     window_sigmas: float = 3.0
@@ -48,16 +50,26 @@ class DetectorTiming(Calibration):
         "det2_delay_ps": Quantity("ps", apply=set_delay("det2")),
         "herald_window_ps": Quantity("ps", apply=set_window),
         "arrival_sigma_ps": Quantity("ps"),
+        "photon_linewidth_hz": Quantity("Hz"),
+        "dark_click_probability": Quantity(""),
+        "detector_efficiency": Quantity(""),
     }
+    dark_seconds: int = 60  # per detector, pumps dark
+    efficiency_readings: int = 8  # transducer readings per node for the detector efficiency
+    efficiency_read_s: float = 20.0
 
-    def _histograms(self, ctx: CalContext, target: str, seconds: float, kind: str
-                    ) -> tuple[Any, np.ndarray, list[np.ndarray]]:
-        herald = ctx.bundle.instrument(ctx.topology.heralds[target].qnu)
-        ends = sorted({n for lk in ctx.topology.links.values() if lk.herald == target
+    def _ends(self, ctx: CalContext, target: str) -> list[str]:
+        return sorted({n for lk in ctx.topology.links.values() if lk.herald == target
                        for n in lk.nodes})
-        pumps = [ctx.bundle.node(n)["pump"] for n in ends]
+
+    def _histograms(self, ctx: CalContext, target: str, seconds: float, kind: str,
+                    ends: list[str] | None = None) -> tuple[Any, np.ndarray, list[np.ndarray]]:
+        """Arrival histograms of both detectors with the pumps of ``ends`` (default: every
+        node of the station's links) emitting."""
+        herald = ctx.bundle.instrument(ctx.topology.heralds[target].qnu)
+        pumps = [ctx.bundle.node(n)["pump"] for n in (ends or self._ends(ctx, target))]
         tagger = herald.tagger
-        run = ctx.new_run(self, target, kind)
+        run = ctx.new_run(self, target, kind if ends is None else f"{kind}_{'_'.join(ends)}")
         run.register("delay", unit="ps", array=True)
         for d in (1, 2):
             run.register(f"counts_det{d}", setpoints=("delay",), array=True)
@@ -110,16 +122,106 @@ class DetectorTiming(Calibration):
         return Check(outcome, "delays moved " + ", ".join(f"{s / 1e3:+.2f} ns" for s in shifts))
 
     def calibrate(self, ctx: CalContext, target: str) -> list[Update]:
-        run, delays, hists = self._histograms(ctx, target, self.record_s, "calibrate")
-        try:
-            fits = [self._fit(delays, h) for h in hists]
-        except FitError as exc:
-            raise CalibrationFailed(str(exc)) from None
-        sigma = float(np.mean([abs(f["sigma"]) for f in fits]))
+        """Each node's photons alone (its pump only), so the window is chosen for the wider of
+        the two photons; delays from both; the dark clicks with every pump dark (counted first,
+        so that the calibration's last run is one with a figure)."""
+        dark_hz = self._dark_rate(ctx, target)
+        per_node = {}
+        for node in self._ends(ctx, target):
+            run, delays, hists = self._histograms(ctx, target, self.record_s, "calibrate",
+                                                  [node])
+            try:
+                per_node[node] = (run, hists, [self._fit(delays, h) for h in hists])
+            except FitError as exc:
+                raise CalibrationFailed(f"{node}: {exc}") from None
+        sigmas = {n: float(np.mean([abs(f["sigma"]) for f in fits]))
+                  for n, (_, _, fits) in per_node.items()}
+        sigma = max(sigmas.values())
         window = float(np.clip(2 * self.window_sigmas * sigma, 2e4, 2e6))
-        fig, axes = fit_figure(f"detector timing, {target}", rows=2)
+        delays_fit = [_weighted_mean([fits[d] for _, _, fits in per_node.values()])
+                      for d in (0, 1)]
+        linewidth = self._linewidth(ctx, sigmas)
+        detector = _weighted(
+            [self._detection(ctx, target, n, fits) for n, (_, _, fits) in per_node.items()])
+        dark = tuple(r * window * 1e-12 for r in dark_hz)
+        for node, (run, hists, fits) in per_node.items():
+            self._plot(ctx, run, f"{target}, {node} alone", delays, hists, fits, window)
+        return [Update("det1_delay_ps", *delays_fit[0]), Update("det2_delay_ps", *delays_fit[1]),
+                Update("herald_window_ps", window), Update("arrival_sigma_ps", sigma),
+                Update("photon_linewidth_hz", *linewidth), Update("dark_click_probability", *dark),
+                Update("detector_efficiency", *detector)]
+
+    def _detection(self, ctx: CalContext, target: str, node: str, fits: list[Any]
+                   ) -> tuple[float, float]:
+        """Detector efficiency (mean of both, referred to the budget's collection) from one
+        node's arrival peaks: clicks per sync over the photons the calibrated node sends
+        (signal ``alpha`` or 1/2 per attempt, plus added noise) through its fiber."""
+        herald = ctx.bundle.instrument(ctx.topology.heralds[target].qnu)
+        link = next(lk for lk in ctx.topology.links.values()
+                    if lk.herald == target and node in lk.nodes)
+        peer = link.nodes[1 - link.nodes.index(node)]
+        qnu, budget = ctx.bundle.node(node)["qnu"], PumpOperatingPoint.budget
+        syncs = self.record_s * herald.tagger.sync.count_rate()
+        clicks = sum(abs(f["amplitude"] * f["sigma"]) * math.sqrt(2 * math.pi) / self.bin_ps
+                     for f in fits)
+        eff, eff_err = self._transducer_efficiency(ctx, node)
+        if eff <= 0 or syncs <= 0:
+            raise CalibrationFailed(f"{node}: no converted photons (efficiency {eff:.3g})")
+        share = qnu.qubit.alpha() if qnu.engine.protocol() == "single_click" else 0.5
+        photons = eff * budget.collection * 10 ** (
+            -budget.fiber_loss_db_per_km * qnu.link_to(peer).fiber_length() / 10) * (
+            share * (ctx.live("swap_contrast", node) or 1.0)
+            + (ctx.live("added_noise", node) or 0.0))
+        value = clicks / syncs / photons
+        rel = math.hypot(1 / math.sqrt(max(clicks, 1.0)), eff_err / eff)
+        return value, value * rel
+
+    def _transducer_efficiency(self, ctx: CalContext, node: str) -> tuple[float, float]:
+        """The node's conversion efficiency now, at its pump setting: (mean, standard error) of
+        ``efficiency_readings`` long readings (the histogram's photons came through it)."""
+        inst = ctx.bundle.node(node)
+        with pumps_emitting(inst["pump"]), \
+                inst["qnu"].transducer.measure_time.set_to(self.efficiency_read_s):
+            r = np.array([inst["qnu"].transducer.efficiency()
+                          for _ in range(self.efficiency_readings)])
+        return float(r.mean()), float(r.std(ddof=1) / math.sqrt(r.size))
+
+    def _linewidth(self, ctx: CalContext, sigmas: dict[str, float]) -> tuple[float, float]:
+        """The converted mode's linewidth ``kappa_e = 1 / (2 pi sigma (1 + C))`` from each
+        node's photon width and its cooperativity at its pump power: (mean, spread)."""
+        values = []
+        for node, sigma_ps in sigmas.items():
+            c_per_mw = ctx.live("cooperativity_per_mw", node)
+            if c_per_mw is None:
+                raise CalibrationFailed(f"{node}: no calibrated cooperativity_per_mw")
+            c = c_per_mw * 10 ** (ctx.bundle.node(node)["pump"].power() / 10)
+            photon = math.sqrt(max((sigma_ps * 1e-12) ** 2 - JITTER_SIGMA_S**2, 0.0))
+            values.append(1 / (2 * math.pi * photon * (1 + c)))
+        spread = float(np.std(values, ddof=1) / math.sqrt(len(values))) if len(values) > 1 \
+            else None
+        return float(np.mean(values)), spread
+
+    def _dark_rate(self, ctx: CalContext, target: str) -> tuple[float, float]:
+        """Dark-count rate of both detectors together, counted with every pump dark: (Hz,
+        Poisson standard error); times the herald window it is the dark-click probability."""
+        herald = ctx.bundle.instrument(ctx.topology.heralds[target].qnu)
+        run = ctx.new_run(self, target, "dark_counts")
+        run.register("dark_rate_det1", unit="Hz")
+        run.register("dark_rate_det2", unit="Hz")
+        counts = np.zeros(2)
+        with run:
+            for _ in range(self.dark_seconds):
+                rates = [herald.det1.count_rate(), herald.det2.count_rate()]
+                run.add_point(dark_rate_det1=rates[0], dark_rate_det2=rates[1])
+                counts += rates
+        return (counts.sum() / self.dark_seconds,
+                math.sqrt(max(counts.sum(), 1.0)) / self.dark_seconds)
+
+    def _plot(self, ctx: CalContext, run: Any, title: str, delays: np.ndarray,
+              hists: list[np.ndarray], fits: list[Any], window: float) -> None:
+        fig, axes = fit_figure(f"detector timing, {title}", rows=2)
         for d, (ax, h, f) in enumerate(zip(axes, hists, fits, strict=True), start=1):
-            near = np.abs(delays - f["x0"]) < 6 * sigma
+            near = np.abs(delays - f["x0"]) < 6 * abs(f["sigma"])
             ax.plot(delays[near] / 1e3, h[near], ".", ms=3, label=f"det{d}")
             ax.plot(delays[near] / 1e3, f.curve(delays[near]), "-",
                     label=f"fit: {f['x0'] / 1e3:.2f} ns")
@@ -128,10 +230,23 @@ class DetectorTiming(Calibration):
             ax.set(ylabel="counts")
             ax.legend(fontsize=8)
         axes[-1].set(xlabel="delay after sync (ns)")
-        ctx.save_figure(run, fig)
-        return [Update("det1_delay_ps", fits[0]["x0"], fits[0].errors["x0"], fits[0].r_squared),
-                Update("det2_delay_ps", fits[1]["x0"], fits[1].errors["x0"], fits[1].r_squared),
-                Update("herald_window_ps", window), Update("arrival_sigma_ps", sigma)]
+        ctx.savefit_figure(run, fig)
+
+
+def _weighted(values: list[tuple[float, float]]) -> tuple[float, float]:
+    """Inverse-variance mean of ``(value, error)`` pairs: (value, error)."""
+    w = np.array([1 / max(e, 1e-12) ** 2 for _, e in values])
+    v = np.array([x for x, _ in values])
+    return float(np.sum(w * v) / w.sum()), float(1 / math.sqrt(w.sum()))
+
+
+def _weighted_mean(fits: list[Any]) -> tuple[float, float, float]:
+    """Inverse-variance mean of the fits' ``x0``: (value, error, worst R^2)."""
+    err = np.array([max(f.errors["x0"], 1e-9) for f in fits])
+    w = 1 / err**2
+    x0 = np.array([f["x0"] for f in fits])
+    return (float(np.sum(w * x0) / w.sum()), float(1 / math.sqrt(w.sum())),
+            min(f.r_squared for f in fits))
 
 
 class LinkPhase(Calibration):

@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from qnetlab.sequences.fom import LinkBudget, best_alpha
+from qnetlab.sequences.fom import LinkBudget, best_alpha, fit_cooperativity
 from qnetlab.sequences.pumps import pumps_emitting
 
 from .engine import (
@@ -22,6 +22,7 @@ from .engine import (
     Quantity,
     Update,
 )
+from .fitting import FitError
 from .helpers import fit_figure, node_instruments
 from .setters import set_alpha, set_pulse_width, set_pump_power
 
@@ -35,6 +36,7 @@ class PumpOperatingPoint(Calibration):
     widths_s: tuple[float, ...] = (20e-9, 50e-9, 100e-9, 200e-9, 0.0)  # 0 = CW
     heat_settle_s: float = 1500.0  # five mixing-chamber time constants
     measure_time_s: float = 0.5
+    repeats: int = 16  # fresh readings at the chosen point (unbiased efficiency and noise)
     target_fidelity: float = 0.7
     thermal_budget_k: float = 0.012
     budget: LinkBudget = LinkBudget()
@@ -44,6 +46,7 @@ class PumpOperatingPoint(Calibration):
         "alpha": Quantity("", apply=set_alpha),
         "efficiency": Quantity(""),
         "added_noise": Quantity("photons"),
+        "cooperativity_per_mw": Quantity("1/mW"),
         "expected_fidelity": Quantity(""),
         "expected_rate_hz": Quantity("Hz"),
     }
@@ -129,16 +132,35 @@ class PumpOperatingPoint(Calibration):
                 rows.append((power, width, eff, noise, t_mxc, alpha, p * rate_hz, fid, rate))
                 run.add_point(power=power, width=width, efficiency=eff, added_noise=noise,
                               mxc_temperature_settled=t_mxc, rate_at_target=rate, alpha=alpha)
-        table = np.array(rows, dtype=float)
-        if not np.any(table[:, 8] > 0):
-            raise CalibrationFailed(f"no operating point reaches F={self.target_fidelity} inside "
-                                    f"{self.thermal_budget_k * 1e3:.0f} mK")
-        i = int(np.argmax(table[:, 8]))
-        power, width, eff, noise, _, alpha, _, fid, rate = table[i]
+            table = np.array(rows, dtype=float)
+            if not np.any(table[:, 8] > 0):
+                raise CalibrationFailed(f"no operating point reaches F={self.target_fidelity} "
+                                        f"inside {self.thermal_budget_k * 1e3:.0f} mK")
+            i = int(np.argmax(table[:, 8]))
+            power, width, _, _, _, alpha, _, fid, rate = table[i]
+            eff, noise = self._remeasure(ctx, inst, target, power, width)
+        try:
+            coop = fit_cooperativity(table[:, 0], table[:, 2])
+        except FitError as exc:
+            raise CalibrationFailed(str(exc)) from None
         self._plot(ctx, run, target, table, i)
         return [Update("pump_power_dbm", power), Update("pump_pulse_width_s", width),
-                Update("alpha", alpha), Update("efficiency", eff), Update("added_noise", noise),
+                Update("alpha", alpha), Update("efficiency", *eff), Update("added_noise", *noise),
+                Update("cooperativity_per_mw", coop["c_per_mw"], coop.errors["c_per_mw"],
+                       coop.r_squared),
                 Update("expected_fidelity", fid), Update("expected_rate_hz", rate)]
+
+    def _remeasure(self, ctx: CalContext, inst: dict[str, Any], target: str, power: float,
+                   width: float) -> tuple[tuple[float, float], tuple[float, float]]:
+        """Efficiency and added noise at the chosen point from fresh readings: (mean, standard
+        error) each. The scan's reading at the point that won is biased high (the point won
+        partly because its reading was high); readings taken after the choice are not."""
+        inst["pump"].power(power)
+        set_pulse_width(ctx.bundle, target, width)
+        readings = np.array([self._measure(inst) for _ in range(self.repeats)])
+        mean = readings.mean(axis=0)
+        sem = readings.std(axis=0, ddof=1) / math.sqrt(self.repeats)
+        return (float(mean[0]), float(sem[0])), (float(mean[1]), float(sem[1]))
 
     def _plot(self, ctx: CalContext, run: Any, target: str, table: np.ndarray, best: int) -> None:
         fig, axes = fit_figure(f"pump operating point, {target}", rows=3)
@@ -157,4 +179,4 @@ class PumpOperatingPoint(Calibration):
         axes[2].set(ylabel="added noise", xlabel="pump power (dBm)", yscale="log")
         axes[0].legend(fontsize=7, ncol=3)
         fig.tight_layout()
-        ctx.save_figure(run, fig)
+        ctx.savefit_figure(run, fig)

@@ -14,7 +14,7 @@ from qnetlab.stations import StationBundle
 
 from . import plots
 from .generation import generate, link_pumps
-from .model import LinkModel, plob_rate
+from .model import LinkModel, calibrated_budget, calibrated_photon_sigma, plob_rate
 from .verification import quick_fidelity
 
 
@@ -41,7 +41,11 @@ def link_model(bundle: StationBundle, link: str, calibration: dict[str, dict[str
                          for n in ends]))
     noise = float(np.mean([calibration[n]["added_noise"] for n in ends]))
     t2 = float(np.mean([bundle.node(n)["qnu"].qubit.t2() for n in ends]))
-    return LinkModel(eff, noise, t2, qnu.engine.attempt_rate(), qnu.qubit.swap_duration())
+    station = calibration.get(bundle.topology.links[link].station, {})
+    sigmas = tuple(calibrated_photon_sigma(calibration[n], station,
+                                           bundle.node(n)["pump"].power()) for n in ends)
+    return LinkModel(eff, noise, t2, qnu.engine.attempt_rate(), qnu.qubit.swap_duration(),
+                     budget=calibrated_budget(station), photon_sigma_s=sigmas)
 
 
 def _measure(bundle: StationBundle, link: str, pairs: int, runs: RunStore, name: str,
@@ -139,6 +143,7 @@ def scan_pump(bundle: StationBundle, link: str, powers_dbm: list[float], pairs: 
     before = [p.power() for p in pumps]
     rows, preds, last = [], [], None
     base = link_model(bundle, link, calibration)
+    base_station = calibration.get(bundle.topology.links[link].station, {})
     fiber = _fiber(bundle, link)
     alpha = qnus[0].qubit.alpha()
     try:
@@ -150,7 +155,9 @@ def scan_pump(bundle: StationBundle, link: str, powers_dbm: list[float], pairs: 
                 noise = np.mean([q.transducer.added_noise() for q in qnus])
             swap = np.mean([calibration[n].get("swap_contrast", 1.0) for n in ends])
             model = LinkModel(eff * swap, noise, base.t2_s, base.attempt_rate_hz,
-                              base.swap_duration_s)
+                              base.swap_duration_s, budget=base.budget,
+                              photon_sigma_s=tuple(calibrated_photon_sigma(
+                                  calibration[n], base_station, power) for n in ends))
             preds.append(model.predict("single_click", alpha, fiber))
             *row, last = _measure(bundle, link, pairs, runs, "entanglement.scan_pump",
                                   calibration)

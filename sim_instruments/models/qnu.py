@@ -217,26 +217,34 @@ class QnuModel(DeviceModel):
         return self._detector(ch).dark_hz()
 
     def _channel_specs(self, t: float) -> list[ChannelSpec]:
+        """Per detector: click probability and arrival widths of both nodes' photons (each node
+        its own width at its pump setting, weighted by its share of the clicks)."""
         link = self._tagger_link()
+        jitter = k_.SNSPD_JITTER_FWHM_PS / 2.3548
         specs = []
         for i, det in enumerate(self.detectors, start=1):
-            p_click, delay, sigma = 0.0, 0.0, k_.SNSPD_JITTER_FWHM_PS / 2.3548
+            p_click, delay, sigma, widths = 0.0, 0.0, jitter, ()
             if link is not None and det.efficiency() > 0:
-                engine = self.lab.engines[link.node_a.name]
-                signal = noise = 0.0
-                for node in (link.node_a, link.node_b):
-                    channel = link.fiber_of(node).transmission * det.efficiency()
-                    emitted = node.photon_source_efficiency(t)
-                    photon = node.alpha * emitted if engine.protocol == "SING" else 0.5 * emitted
-                    signal += photon * channel
-                    noise += (node.added_noise(t) * node.conversion_efficiency(t)
-                              * k_.OPTICAL_COLLECTION_EFF * node.pumped_fraction * channel)
-                p_click = 0.5 * (signal + noise)  # the beam splitter shares light between D1, D2
+                shares = [(self._node_clicks(link, node, det, t),
+                           math.hypot(jitter, node.photon_sigma_s(t) * 1e12))
+                          for node in (link.node_a, link.node_b)]
+                p_click = sum(p for p, _ in shares)
                 delay = self.station.arrival_ps[i - 1](t)
-                sigma = math.hypot(sigma, link.node_a.photon_sigma_s(t) * 1e12)
+                sigma, widths = max(s for _, s in shares), tuple(shares)
             specs.append(ChannelSpec(i, p_click, delay, sigma, det.dark_hz(),
-                                     int(det.detector.dead_time_s * 1e12)))
+                                     int(det.detector.dead_time_s * 1e12), widths))
         return specs
+
+    def _node_clicks(self, link: Link, node, det: DetectorChannel, t: float) -> float:
+        """Click probability per sync on one detector from one node's photons (signal and
+        added noise; the beam splitter sends half to each detector)."""
+        engine = self.lab.engines[link.node_a.name]
+        channel = link.fiber_of(node).transmission * det.efficiency()
+        emitted = node.photon_source_efficiency(t)
+        photon = node.alpha * emitted if engine.protocol == "SING" else 0.5 * emitted
+        noise = (node.added_noise(t) * node.conversion_efficiency(t)
+                 * k_.OPTICAL_COLLECTION_EFF * node.pumped_fraction)
+        return 0.5 * (photon + noise) * channel
 
     def record_start(self) -> None:
         t = self.now()

@@ -17,7 +17,11 @@ SYNC_CHANNEL = 0
 
 @dataclass
 class ChannelSpec:
-    """A detector channel: click probability per sync, arrival delay, jitter, dark rate."""
+    """A detector channel: click probability per sync, arrival delay, jitter, dark rate.
+
+    ``widths`` optionally mixes several arrival widths: ``(share, sigma_ps)`` pairs, one per
+    source of photons (each node of a link has its own photon width); each click takes one
+    source's width with its share. Without it every click has ``jitter_sigma_ps``."""
 
     channel: int
     click_probability: float
@@ -25,6 +29,17 @@ class ChannelSpec:
     jitter_sigma_ps: float
     dark_hz: float
     dead_time_ps: int = 40_000
+    widths: tuple[tuple[float, float], ...] = ()
+
+    def click_sigmas(self, rng: np.random.Generator, n: int) -> np.ndarray | float:
+        """Arrival-time spread of ``n`` clicks: one width, or each click's source's width."""
+        if not self.widths:
+            return self.jitter_sigma_ps
+        shares = np.array([w for w, _ in self.widths], float)
+        sigmas = np.array([s for _, s in self.widths], float)
+        if shares.sum() <= 0:
+            return float(sigmas.max())
+        return sigmas[rng.choice(sigmas.size, size=n, p=shares / shares.sum())]
 
 
 def generate_stream(
@@ -45,7 +60,7 @@ def generate_stream(
         n_sig = rng.binomial(n_sync, min(max(spec.click_probability, 0.0), 1.0)) if n_sync else 0
         idx = np.sort(rng.choice(n_sync, size=n_sig, replace=False)) if n_sig else np.empty(0, int)
         sig = sync_times[idx] + np.round(
-            spec.delay_ps + rng.normal(0.0, spec.jitter_sigma_ps, size=n_sig)
+            spec.delay_ps + rng.normal(0.0, 1.0, size=n_sig) * spec.click_sigmas(rng, n_sig)
         ).astype(np.int64)
         n_dark = rng.poisson(spec.dark_hz * duration_s)
         dark = t0_ps + rng.integers(0, max(duration_ps, 1), size=n_dark, dtype=np.int64)
