@@ -12,6 +12,11 @@ from typing import Any, ClassVar
 import numpy as np
 
 from qnetlab.sequences.entanglement.frames import bell_sign
+from qnetlab.sequences.fitting import (
+    FitError,
+    fit_fringe,
+    fit_gaussian_peak,
+)
 from qnetlab.sequences.fom import JITTER_SIGMA_S
 from qnetlab.sequences.pumps import pumps_emitting
 
@@ -23,11 +28,6 @@ from .engine import (
     Outcome,
     Quantity,
     Update,
-)
-from .fitting import (
-    FitError,
-    fit_fringe,
-    fit_gaussian_peak,
 )
 from .helpers import fit_figure
 from .operating_point import PumpOperatingPoint
@@ -230,7 +230,7 @@ class DetectorTiming(Calibration):
             ax.set(ylabel="counts")
             ax.legend(fontsize=8)
         axes[-1].set(xlabel="delay after sync (ns)")
-        ctx.savefit_figure(run, fig)
+        ctx.save_figure(run, fig)
 
 
 def _weighted(values: list[tuple[float, float]]) -> tuple[float, float]:

@@ -14,6 +14,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from qnetlab.sequences.fitting import (
+    FitError,
+    fit_lorentzian_dip,
+    fit_rabi,
+    fit_tuning_curve,
+)
 from qnetlab.sequences.pumps import pumps_emitting
 
 from .engine import (
@@ -24,12 +30,6 @@ from .engine import (
     Outcome,
     Quantity,
     Update,
-)
-from .fitting import (
-    FitError,
-    fit_lorentzian_dip,
-    fit_rabi,
-    fit_tuning_curve,
 )
 from .helpers import C_LIGHT, fit_figure, node_instruments
 from .setters import set_bias, set_pump_wavelength, set_swap_amplitude

@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from qnetlab.sequences.fitting import FitError
 from qnetlab.sequences.fom import LinkBudget, best_alpha, fit_cooperativity
 from qnetlab.sequences.pumps import pumps_emitting
 
@@ -22,7 +23,6 @@ from .engine import (
     Quantity,
     Update,
 )
-from .fitting import FitError
 from .helpers import fit_figure, node_instruments
 from .setters import set_alpha, set_pulse_width, set_pump_power
 
@@ -179,4 +179,4 @@ class PumpOperatingPoint(Calibration):
         axes[2].set(ylabel="added noise", xlabel="pump power (dBm)", yscale="log")
         axes[0].legend(fontsize=7, ncol=3)
         fig.tight_layout()
-        ctx.savefit_figure(run, fig)
+        ctx.save_figure(run, fig)

@@ -97,24 +97,24 @@ class LinkModel:
         return (p_true + p_false) / self.attempt_period_s(fiber_km), fid
 
 
-def calibrated_budget(station: Mapping[str, float], base: LinkBudget | None = None
+def calibrated_budget(herald: Mapping[str, float], base: LinkBudget | None = None
                       ) -> LinkBudget:
     """The budget with the heralding station's calibrated herald window and dark-click
     probability where the calibration has them (the nominal values otherwise)."""
     base = base or LinkBudget()
-    window = station.get("herald_window_ps")
+    window = herald.get("herald_window_ps")
     return replace(
         base,
         herald_window_s=None if window is None else window * 1e-12,
-        dark_click=station.get("dark_click_probability", base.dark_click),
-        detector_efficiency=station.get("detector_efficiency", base.detector_efficiency))
+        dark_click=herald.get("dark_click_probability", base.dark_click),
+        detector_efficiency=herald.get("detector_efficiency", base.detector_efficiency))
 
 
-def calibrated_photon_sigma(node: Mapping[str, float], station: Mapping[str, float],
+def calibrated_photon_sigma(node: Mapping[str, float], herald: Mapping[str, float],
                             power_dbm: float) -> float:
     """A node's photon width at pump power ``power_dbm`` from its calibrated cooperativity
-    per mW and the station's calibrated photon linewidth (0 when either is missing)."""
-    c_per_mw, linewidth = node.get("cooperativity_per_mw"), station.get("photon_linewidth_hz")
+    per mW and the heralding station's calibrated photon linewidth (0 when either is missing)."""
+    c_per_mw, linewidth = node.get("cooperativity_per_mw"), herald.get("photon_linewidth_hz")
     if c_per_mw is None or linewidth is None:
         return 0.0
     return photon_sigma_s(linewidth, c_per_mw * 10 ** (power_dbm / 10))

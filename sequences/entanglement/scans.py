@@ -41,11 +41,11 @@ def link_model(bundle: StationBundle, link: str, calibration: dict[str, dict[str
                          for n in ends]))
     noise = float(np.mean([calibration[n]["added_noise"] for n in ends]))
     t2 = float(np.mean([bundle.node(n)["qnu"].qubit.t2() for n in ends]))
-    station = calibration.get(bundle.topology.links[link].station, {})
-    sigmas = tuple(calibrated_photon_sigma(calibration[n], station,
+    herald = calibration.get(bundle.topology.links[link].herald, {})
+    sigmas = tuple(calibrated_photon_sigma(calibration[n], herald,
                                            bundle.node(n)["pump"].power()) for n in ends)
     return LinkModel(eff, noise, t2, qnu.engine.attempt_rate(), qnu.qubit.swap_duration(),
-                     budget=calibrated_budget(station), photon_sigma_s=sigmas)
+                     budget=calibrated_budget(herald), photon_sigma_s=sigmas)
 
 
 def _measure(bundle: StationBundle, link: str, pairs: int, runs: RunStore, name: str,
@@ -143,7 +143,7 @@ def scan_pump(bundle: StationBundle, link: str, powers_dbm: list[float], pairs: 
     before = [p.power() for p in pumps]
     rows, preds, last = [], [], None
     base = link_model(bundle, link, calibration)
-    base_station = calibration.get(bundle.topology.links[link].station, {})
+    base_herald = calibration.get(bundle.topology.links[link].herald, {})
     fiber = _fiber(bundle, link)
     alpha = qnus[0].qubit.alpha()
     try:
@@ -157,7 +157,7 @@ def scan_pump(bundle: StationBundle, link: str, powers_dbm: list[float], pairs: 
             model = LinkModel(eff * swap, noise, base.t2_s, base.attempt_rate_hz,
                               base.swap_duration_s, budget=base.budget,
                               photon_sigma_s=tuple(calibrated_photon_sigma(
-                                  calibration[n], base_station, power) for n in ends))
+                                  calibration[n], base_herald, power) for n in ends))
             preds.append(model.predict("single_click", alpha, fiber))
             *row, last = _measure(bundle, link, pairs, runs, "entanglement.scan_pump",
                                   calibration)
