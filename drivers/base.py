@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
@@ -263,14 +264,18 @@ class QnetlabVisaInstrument(_GuardedParsers, VisaInstrument):
         return self._io_depth > 0 and self._io_owner == threading.get_ident()
 
     def _setup_lean_io(self) -> None:
+        """Cache the terminators and, for the session's life, silence the "warnings" chunked
+        reads report (MAX_CNT, TERM_CHAR) through pyvisa's public ``ignore_warning``."""
         handle = self.visa_handle
         self._wterm = (handle.write_termination or "").encode(handle.encoding)
         self._rterm = handle.read_termination or ""
-        lib = handle.visalib
-        ignore = getattr(lib, "_ignore_warning_in_session", None)
-        if ignore is not None:  # chunked reads report MAX_CNT / TERM_CHAR as "warnings" on IVI
-            ignore[handle.session].update({_MAX_CNT,
-                                           constants.StatusCode.success_termination_character_read})
+        self._rterm_b = self._rterm.encode(handle.encoding)
+        quiet = getattr(self, "_quiet", None)
+        if quiet is not None:
+            quiet.close()
+        self._quiet = contextlib.ExitStack()
+        self._quiet.enter_context(handle.ignore_warning(
+            _MAX_CNT, constants.StatusCode.success_termination_character_read))
 
     def set_terminator(self, terminator: str | None) -> None:
         super().set_terminator(terminator)
@@ -332,17 +337,79 @@ class QnetlabVisaInstrument(_GuardedParsers, VisaInstrument):
         return reply
 
     def _query_binary(self, cmd: str) -> bytes:
-        """Write ``cmd`` and return the payload of the IEEE-488.2 definite-length block reply."""
-        with self.exchange():
-            self._send(cmd)
-            raw = self._receive(cmd)
-            if not raw.startswith(b"#"):
-                messages = self.error_reporting.drain(self)
-                raise InstrumentError(self.name, cmd,
-                                      messages or [f"not a binary block: {raw[:40]!r}"])
-        n = int(raw[1:2])
-        length = int(raw[2 : 2 + n]) if n else len(raw) - 2
-        return raw[2 + n : 2 + n + length]
+        """Write ``cmd`` and return the payload of its IEEE-488.2 block reply (with recovery).
+
+        A definite-length block is read to its declared length whatever bytes it holds (a
+        termination character inside the payload does not end it), then its terminator."""
+        return self._with_recovery(cmd, lambda: self._query_binary_once(cmd))
+
+    def _query_binary_once(self, cmd: str) -> bytes:
+        try:
+            with self.exchange():
+                self._send(cmd)
+                raw = self._receive(cmd)
+                if not raw.startswith(b"#"):
+                    messages = self.error_reporting.drain(self)
+                    raise InstrumentError(self.name, cmd,
+                                          messages or [f"not a binary block: {raw[:40]!r}"])
+                return self._read_block(cmd, raw)
+        except KeyboardInterrupt:
+            self._resync()
+            raise
+
+    def _read_block(self, cmd: str, raw: bytes) -> bytes:
+        """The payload of the block that ``raw`` (its first read) begins."""
+        start, length = self._block_header(cmd, raw)
+        if length < 0:  # "#0": indefinite length, ended by the terminator
+            end = len(raw) - len(self._rterm_b) if raw.endswith(self._rterm_b) else len(raw)
+            return raw[start:end]
+        total = start + length + len(self._rterm_b)
+        if len(raw) < total:
+            raw += self._read_exactly(cmd, total - len(raw))
+        return raw[start : start + length]
+
+    def _block_header(self, cmd: str, raw: bytes) -> tuple[int, int]:
+        """``(payload offset, declared length)`` of an IEEE-488.2 block; -1 for ``#0``."""
+        digits = raw[1:2]
+        if not digits.isdigit():
+            raise InstrumentError(self.name, cmd, [f"malformed block header: {raw[:40]!r}"])
+        n = int(digits)
+        if n == 0:
+            return 2, -1
+        size = raw[2 : 2 + n]
+        if len(size) < n or not size.isdigit():
+            raise InstrumentError(self.name, cmd, [f"malformed block header: {raw[:40]!r}"])
+        return 2 + n, int(size)
+
+    def _read_exactly(self, cmd: str, count: int) -> bytes:
+        """Read ``count`` more bytes with the termination character off (so a 0x0A in the
+        payload does not end a read), then put the session's termination setting back."""
+        handle = self.visa_handle
+        lib, session = handle.visalib, handle.session
+        term_en = constants.ResourceAttribute.termchar_enabled
+        was_enabled = bool(self._rterm) and handle.get_visa_attribute(term_en)
+        parts: list[bytes] = []
+        try:
+            if was_enabled:
+                handle.set_visa_attribute(term_en, False)
+            while count > 0:
+                chunk, _ = lib.read(session, count)
+                parts.append(chunk)
+                count -= len(chunk)
+        except pyvisa.VisaIOError as exc:
+            raise self._map_visa_error(exc, cmd) from exc
+        except pyvisa.errors.InvalidSession as exc:
+            raise InstrumentConnectionError(self.name, cmd, str(exc)) from exc
+        finally:
+            if was_enabled:
+                self._restore_termchar(term_en)
+        return b"".join(parts)
+
+    def _restore_termchar(self, attribute: constants.ResourceAttribute) -> None:
+        try:
+            self.visa_handle.set_visa_attribute(attribute, True)
+        except (pyvisa.Error, pyvisa.errors.InvalidSession):
+            pass  # the session is gone: a reconnect sets up a fresh one
 
     def _resync(self) -> None:
         """After an interrupted exchange: drop any half-read reply so the next query is in step."""
