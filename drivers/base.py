@@ -276,6 +276,34 @@ class QnetlabVisaInstrument(_GuardedParsers, VisaInstrument):
         self._quiet = contextlib.ExitStack()
         self._quiet.enter_context(handle.ignore_warning(
             _MAX_CNT, constants.StatusCode.success_termination_character_read))
+        if self._raw_socket():
+            # a raw socket has no END: a pause mid-reply must not end the read (pyvisa-py
+            # otherwise returns what has come so far as a whole reply)
+            handle.set_visa_attribute(constants.ResourceAttribute.suppress_end_enabled, True)
+
+    def _raw_socket(self) -> bool:
+        """True on a real raw TCP socket session (``::SOCKET`` on pyvisa-py)."""
+        return self.visa_handle.resource_class == "SOCKET" and self.visabackend == "py"
+
+    def device_clear(self) -> None:
+        """Drop any unread reply. On a pyvisa-py raw socket, read and discard until 100 ms
+        pass without data: pyvisa-py's own clear never returns once the peer has closed the
+        socket, so recovery could not reach its reconnect."""
+        if not self._raw_socket():
+            super().device_clear()
+            return
+        handle = self.visa_handle
+        timeout, handle.timeout = handle.timeout, 100
+        try:
+            for _ in range(1000):  # bounded even if the instrument never stops talking
+                handle.visalib.read(handle.session, handle.chunk_size)
+        except pyvisa.VisaIOError as exc:
+            if exc.error_code != _TIMEOUT:
+                raise
+        except OSError as exc:
+            raise InstrumentConnectionError(self.name, "(device clear)", str(exc)) from exc
+        finally:
+            handle.timeout = timeout
 
     def set_terminator(self, terminator: str | None) -> None:
         super().set_terminator(terminator)
@@ -298,7 +326,7 @@ class QnetlabVisaInstrument(_GuardedParsers, VisaInstrument):
             handle.visalib.write(handle.session, cmd.encode(handle.encoding) + self._wterm)
         except pyvisa.VisaIOError as exc:
             raise self._map_visa_error(exc, cmd) from exc
-        except pyvisa.errors.InvalidSession as exc:
+        except (pyvisa.errors.InvalidSession, OSError) as exc:  # OSError: socket reset or closed
             raise InstrumentConnectionError(self.name, cmd, str(exc)) from exc
 
     def _receive(self, cmd: str) -> bytes:
@@ -314,7 +342,7 @@ class QnetlabVisaInstrument(_GuardedParsers, VisaInstrument):
                 chunk = b"".join(parts)
         except pyvisa.VisaIOError as exc:
             raise self._map_visa_error(exc, cmd) from exc
-        except pyvisa.errors.InvalidSession as exc:
+        except (pyvisa.errors.InvalidSession, OSError) as exc:  # OSError: socket reset or closed
             raise InstrumentConnectionError(self.name, cmd, str(exc)) from exc
         return chunk
 
@@ -360,16 +388,23 @@ class QnetlabVisaInstrument(_GuardedParsers, VisaInstrument):
     def _read_block(self, cmd: str, raw: bytes) -> bytes:
         """The payload of the block that ``raw`` (its first read) begins."""
         start, length = self._block_header(cmd, raw)
+        while start > len(raw):  # the header itself came in pieces
+            raw += self._read_exactly(cmd, start - len(raw))
+            start, length = self._block_header(cmd, raw)
         if length < 0:  # "#0": indefinite length, ended by the terminator
-            end = len(raw) - len(self._rterm_b) if raw.endswith(self._rterm_b) else len(raw)
-            return raw[start:end]
+            while self._rterm_b and not raw.endswith(self._rterm_b):
+                raw += self._receive(cmd)
+            return raw[start : len(raw) - len(self._rterm_b)]
         total = start + length + len(self._rterm_b)
         if len(raw) < total:
             raw += self._read_exactly(cmd, total - len(raw))
         return raw[start : start + length]
 
     def _block_header(self, cmd: str, raw: bytes) -> tuple[int, int]:
-        """``(payload offset, declared length)`` of an IEEE-488.2 block; -1 for ``#0``."""
+        """``(payload offset, declared length)`` of an IEEE-488.2 block (-1 for ``#0``); an
+        offset past ``raw`` when the header is not all there yet."""
+        if len(raw) < 2:
+            return 2, 0
         digits = raw[1:2]
         if not digits.isdigit():
             raise InstrumentError(self.name, cmd, [f"malformed block header: {raw[:40]!r}"])
@@ -377,7 +412,9 @@ class QnetlabVisaInstrument(_GuardedParsers, VisaInstrument):
         if n == 0:
             return 2, -1
         size = raw[2 : 2 + n]
-        if len(size) < n or not size.isdigit():
+        if len(size) < n:
+            return 2 + n, 0
+        if not size.isdigit():
             raise InstrumentError(self.name, cmd, [f"malformed block header: {raw[:40]!r}"])
         return 2 + n, int(size)
 
@@ -398,7 +435,7 @@ class QnetlabVisaInstrument(_GuardedParsers, VisaInstrument):
                 count -= len(chunk)
         except pyvisa.VisaIOError as exc:
             raise self._map_visa_error(exc, cmd) from exc
-        except pyvisa.errors.InvalidSession as exc:
+        except (pyvisa.errors.InvalidSession, OSError) as exc:  # OSError: socket reset or closed
             raise InstrumentConnectionError(self.name, cmd, str(exc)) from exc
         finally:
             if was_enabled:

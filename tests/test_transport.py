@@ -73,8 +73,12 @@ class ScpiHandler(socketserver.StreamRequestHandler):
                 self.wfile.write(b"qnetlab,TCP test server,0,1.0\n")
             elif cmd == "SYST:ERR?":
                 self.wfile.write(b'+0,"No error"\n')
+            elif cmd == "*ESR?":
+                self.wfile.write(b"0\n")  # no power-on reset (asked after a reconnect)
             elif cmd == "DATA?":
                 script.sender()(self, block(script.values))
+                if getattr(self, "hang_up", False):
+                    return  # the server closes this connection
             else:
                 self.wfile.write(b'-113,"Undefined header"\n')
 
@@ -192,6 +196,23 @@ def test_stall_mid_block_is_recovered_like_any_call(connect, script, caplog):
     assert inst.clock.now() - t0 >= 1.0  # the backoff waited on the driver's clock
     assert any("InstrumentTimeout" in r.getMessage() for r in caplog.records)
     assert inst.ask("*IDN?").startswith("qnetlab,")
+
+
+def send_part_then_hang_up(handler: socketserver.StreamRequestHandler, reply: bytes) -> None:
+    handler.wfile.write(reply[: reply.index(b"\n", 4) + 2])
+    handler.hang_up = True  # type: ignore[attr-defined]
+
+
+def test_connection_lost_mid_block_reconnects_and_asks_again(connect, script, caplog):
+    script.senders = [send_part_then_hang_up, send_whole]
+    inst = connect()  # the default recovery policy, as every driver has
+    first_session = inst.visa_handle
+    np.testing.assert_array_equal(inst.data(), FIVE)
+    assert inst.visa_handle is not first_session  # a new session to the same address
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("InstrumentConnectionError" in m for m in messages)
+    assert any("reconnected: new session" in m for m in messages)
+    np.testing.assert_array_equal(inst.data(), FIVE)  # the new session reads blocks too
 
 
 def send_truncated(handler: socketserver.StreamRequestHandler, reply: bytes) -> None:
