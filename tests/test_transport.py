@@ -35,6 +35,10 @@ def block(values: np.ndarray) -> bytes:
     return b"#" + str(len(digits)).encode() + digits + payload
 
 
+#: A pause inside a reply: shorter than the driver's 0.5 s timeout, longer than pyvisa-py's
+#: first wait for data (half the timeout), after which it would return what has come.
+PAUSE_S = 0.35
+
 Sender = Callable[[socketserver.StreamRequestHandler, bytes], None]
 
 
@@ -73,6 +77,11 @@ class ScpiHandler(socketserver.StreamRequestHandler):
                 self.wfile.write(b"qnetlab,TCP test server,0,1.0\n")
             elif cmd == "SYST:ERR?":
                 self.wfile.write(b'+0,"No error"\n')
+            elif cmd == "SLOW?":  # a reply with a pause longer than half the driver's timeout
+                self.wfile.write(b"+1.25")
+                self.wfile.flush()
+                time.sleep(PAUSE_S)
+                self.wfile.write(b"E-03\n")
             elif cmd == "*ESR?":
                 self.wfile.write(b"0\n")  # no power-on reset (asked after a reconnect)
             elif cmd == "DATA?":
@@ -168,6 +177,21 @@ def test_block_split_over_many_segments(connect, script):
 
 #: How long a stalled server stops answering (longer than the driver's 0.5 s timeout).
 STALL_S = 0.8
+
+
+def send_with_pauses(handler: socketserver.StreamRequestHandler, reply: bytes) -> None:
+    for part in (reply[:2], reply[2:30]):  # header and payload both split by a pause
+        handler.wfile.write(part)
+        handler.wfile.flush()
+        time.sleep(PAUSE_S)
+    handler.wfile.write(reply[30:] + b"\n")
+
+
+def test_pauses_inside_replies_do_not_end_them(connect, script):
+    script.senders = [send_with_pauses]
+    inst = connect()
+    np.testing.assert_array_equal(inst.data(), FIVE)
+    assert float(inst.ask("SLOW?")) == 1.25e-3
 
 
 def send_half_then_stall(handler: socketserver.StreamRequestHandler, reply: bytes) -> None:
