@@ -364,19 +364,21 @@ class QnetlabVisaInstrument(_GuardedParsers, VisaInstrument):
             self.visa_log.debug(f"Response: {reply}")
         return reply
 
-    def _query_binary(self, cmd: str) -> bytes:
+    def _query_binary(self, cmd: str) -> bytes | memoryview:
         """Write ``cmd`` and return the payload of its IEEE-488.2 block reply (with recovery).
 
         A definite-length block is read to its declared length whatever bytes it holds (a
         termination character inside the payload does not end it), then its terminator."""
         return self._with_recovery(cmd, lambda: self._query_binary_once(cmd))
 
-    def _query_binary_once(self, cmd: str) -> bytes:
+    def _query_binary_once(self, cmd: str) -> bytes | memoryview:
         try:
             with self.exchange():
                 self._send(cmd)
-                raw = self._receive(cmd)
+                raw, status = self._read_once(cmd)
                 if not raw.startswith(b"#"):
+                    if status == _MAX_CNT:
+                        raw += self._receive(cmd)  # the rest of that message
                     messages = self.error_reporting.drain(self)
                     raise InstrumentError(self.name, cmd,
                                           messages or [f"not a binary block: {raw[:40]!r}"])
@@ -385,7 +387,17 @@ class QnetlabVisaInstrument(_GuardedParsers, VisaInstrument):
             self._resync()
             raise
 
-    def _read_block(self, cmd: str, raw: bytes) -> bytes:
+    def _read_once(self, cmd: str) -> tuple[bytes, constants.StatusCode]:
+        """One read of up to ``chunk_size`` bytes (a block's header and its first bytes)."""
+        handle = self.visa_handle
+        try:
+            return handle.visalib.read(handle.session, handle.chunk_size)
+        except pyvisa.VisaIOError as exc:
+            raise self._map_visa_error(exc, cmd) from exc
+        except (pyvisa.errors.InvalidSession, OSError) as exc:  # OSError: socket reset or closed
+            raise InstrumentConnectionError(self.name, cmd, str(exc)) from exc
+
+    def _read_block(self, cmd: str, raw: bytes) -> bytes | memoryview:
         """The payload of the block that ``raw`` (its first read) begins."""
         start, length = self._block_header(cmd, raw)
         while start > len(raw):  # the header itself came in pieces
@@ -398,7 +410,7 @@ class QnetlabVisaInstrument(_GuardedParsers, VisaInstrument):
         total = start + length + len(self._rterm_b)
         if len(raw) < total:
             raw += self._read_exactly(cmd, total - len(raw))
-        return raw[start : start + length]
+        return memoryview(raw)[start : start + length]  # no copy: np.frombuffer reads it
 
     def _block_header(self, cmd: str, raw: bytes) -> tuple[int, int]:
         """``(payload offset, declared length)`` of an IEEE-488.2 block (-1 for ``#0``); an
@@ -420,11 +432,13 @@ class QnetlabVisaInstrument(_GuardedParsers, VisaInstrument):
 
     def _read_exactly(self, cmd: str, count: int) -> bytes:
         """Read ``count`` more bytes with the termination character off (so a 0x0A in the
-        payload does not end a read), then put the session's termination setting back."""
+        payload does not end a read), then put the session's termination setting back (a
+        simulated session returns whole messages and has no setting to change)."""
         handle = self.visa_handle
         lib, session = handle.visalib, handle.session
         term_en = constants.ResourceAttribute.termchar_enabled
-        was_enabled = bool(self._rterm) and handle.get_visa_attribute(term_en)
+        was_enabled = (bool(self._rterm) and self.visabackend != "sim"
+                       and handle.get_visa_attribute(term_en))
         parts: list[bytes] = []
         try:
             if was_enabled:
