@@ -445,6 +445,9 @@ class QnetlabVisaInstrument(_GuardedParsers, VisaInstrument):
                 handle.set_visa_attribute(term_en, False)
             while count > 0:
                 chunk, _ = lib.read(session, count)
+                if not chunk:  # an END with nothing after it: never loop on empty reads
+                    raise InstrumentTimeout(self.name, cmd, handle.timeout / 1000
+                                            if handle.timeout else None)
                 parts.append(chunk)
                 count -= len(chunk)
         except pyvisa.VisaIOError as exc:
