@@ -375,10 +375,8 @@ class QnetlabVisaInstrument(_GuardedParsers, VisaInstrument):
         try:
             with self.exchange():
                 self._send(cmd)
-                raw, status = self._read_once(cmd)
+                raw = self._receive(cmd)  # up to the first terminator (0x0A) or the whole reply
                 if not raw.startswith(b"#"):
-                    if status == _MAX_CNT:
-                        raw += self._receive(cmd)  # the rest of that message
                     messages = self.error_reporting.drain(self)
                     raise InstrumentError(self.name, cmd,
                                           messages or [f"not a binary block: {raw[:40]!r}"])
@@ -386,16 +384,6 @@ class QnetlabVisaInstrument(_GuardedParsers, VisaInstrument):
         except KeyboardInterrupt:
             self._resync()
             raise
-
-    def _read_once(self, cmd: str) -> tuple[bytes, constants.StatusCode]:
-        """One read of up to ``chunk_size`` bytes (a block's header and its first bytes)."""
-        handle = self.visa_handle
-        try:
-            return handle.visalib.read(handle.session, handle.chunk_size)
-        except pyvisa.VisaIOError as exc:
-            raise self._map_visa_error(exc, cmd) from exc
-        except (pyvisa.errors.InvalidSession, OSError) as exc:  # OSError: socket reset or closed
-            raise InstrumentConnectionError(self.name, cmd, str(exc)) from exc
 
     def _read_block(self, cmd: str, raw: bytes) -> bytes | memoryview:
         """The payload of the block that ``raw`` (its first read) begins."""
