@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
@@ -266,14 +267,46 @@ class QnetlabVisaInstrument(_GuardedParsers, VisaInstrument):
         return self._io_depth > 0 and self._io_owner == threading.get_ident()
 
     def _setup_lean_io(self) -> None:
+        """Cache the terminators and, for the session's life, silence the "warnings" chunked
+        reads report (MAX_CNT, TERM_CHAR) through pyvisa's public ``ignore_warning``."""
         handle = self.visa_handle
         self._wterm = (handle.write_termination or "").encode(handle.encoding)
         self._rterm = handle.read_termination or ""
-        lib = handle.visalib
-        ignore = getattr(lib, "_ignore_warning_in_session", None)
-        if ignore is not None:  # chunked reads report MAX_CNT / TERM_CHAR as "warnings" on IVI
-            ignore[handle.session].update({_MAX_CNT,
-                                           constants.StatusCode.success_termination_character_read})
+        self._rterm_b = self._rterm.encode(handle.encoding)
+        quiet = getattr(self, "_quiet", None)
+        if quiet is not None:
+            quiet.close()
+        self._quiet = contextlib.ExitStack()
+        self._quiet.enter_context(handle.ignore_warning(
+            _MAX_CNT, constants.StatusCode.success_termination_character_read))
+        if self._raw_socket():
+            # a raw socket has no END: a pause mid-reply must not end the read (pyvisa-py
+            # otherwise returns what has come so far as a whole reply)
+            handle.set_visa_attribute(constants.ResourceAttribute.suppress_end_enabled, True)
+
+    def _raw_socket(self) -> bool:
+        """True on a real raw TCP socket session (``::SOCKET`` on pyvisa-py)."""
+        return self.visa_handle.resource_class == "SOCKET" and self.visabackend == "py"
+
+    def device_clear(self) -> None:
+        """Drop any unread reply. On a pyvisa-py raw socket, read and discard until 100 ms
+        pass without data: pyvisa-py's own clear never returns once the peer has closed the
+        socket, so recovery could not reach its reconnect."""
+        if not self._raw_socket():
+            super().device_clear()
+            return
+        handle = self.visa_handle
+        timeout, handle.timeout = handle.timeout, 100
+        try:
+            for _ in range(1000):  # bounded even if the instrument never stops talking
+                handle.visalib.read(handle.session, handle.chunk_size)
+        except pyvisa.VisaIOError as exc:
+            if exc.error_code != _TIMEOUT:
+                raise
+        except OSError as exc:
+            raise InstrumentConnectionError(self.name, "(device clear)", str(exc)) from exc
+        finally:
+            handle.timeout = timeout
 
     def set_terminator(self, terminator: str | None) -> None:
         super().set_terminator(terminator)
@@ -296,7 +329,7 @@ class QnetlabVisaInstrument(_GuardedParsers, VisaInstrument):
             handle.visalib.write(handle.session, cmd.encode(handle.encoding) + self._wterm)
         except pyvisa.VisaIOError as exc:
             raise self._map_visa_error(exc, cmd) from exc
-        except pyvisa.errors.InvalidSession as exc:
+        except (pyvisa.errors.InvalidSession, OSError) as exc:  # OSError: socket reset or closed
             raise InstrumentConnectionError(self.name, cmd, str(exc)) from exc
 
     def _receive(self, cmd: str) -> bytes:
@@ -312,7 +345,7 @@ class QnetlabVisaInstrument(_GuardedParsers, VisaInstrument):
                 chunk = b"".join(parts)
         except pyvisa.VisaIOError as exc:
             raise self._map_visa_error(exc, cmd) from exc
-        except pyvisa.errors.InvalidSession as exc:
+        except (pyvisa.errors.InvalidSession, OSError) as exc:  # OSError: socket reset or closed
             raise InstrumentConnectionError(self.name, cmd, str(exc)) from exc
         return chunk
 
@@ -334,18 +367,94 @@ class QnetlabVisaInstrument(_GuardedParsers, VisaInstrument):
             self.visa_log.debug(f"Response: {reply}")
         return reply
 
-    def _query_binary(self, cmd: str) -> bytes:
-        """Write ``cmd`` and return the payload of the IEEE-488.2 definite-length block reply."""
-        with self.exchange():
-            self._send(cmd)
-            raw = self._receive(cmd)
-            if not raw.startswith(b"#"):
-                messages = self.error_reporting.drain(self)
-                raise InstrumentError(self.name, cmd,
-                                      messages or [f"not a binary block: {raw[:40]!r}"])
-        n = int(raw[1:2])
-        length = int(raw[2 : 2 + n]) if n else len(raw) - 2
-        return raw[2 + n : 2 + n + length]
+    def _query_binary(self, cmd: str) -> bytes | memoryview:
+        """Write ``cmd`` and return the payload of its IEEE-488.2 block reply (with recovery).
+
+        A definite-length block is read to its declared length whatever bytes it holds (a
+        termination character inside the payload does not end it), then its terminator."""
+        return self._with_recovery(cmd, lambda: self._query_binary_once(cmd))
+
+    def _query_binary_once(self, cmd: str) -> bytes | memoryview:
+        try:
+            with self.exchange():
+                self._send(cmd)
+                raw = self._receive(cmd)  # up to the first terminator (0x0A) or the whole reply
+                if not raw.startswith(b"#"):
+                    messages = self.error_reporting.drain(self)
+                    raise InstrumentError(self.name, cmd,
+                                          messages or [f"not a binary block: {raw[:40]!r}"])
+                return self._read_block(cmd, raw)
+        except KeyboardInterrupt:
+            self._resync()
+            raise
+
+    def _read_block(self, cmd: str, raw: bytes) -> bytes | memoryview:
+        """The payload of the block that ``raw`` (its first read) begins."""
+        start, length = self._block_header(cmd, raw)
+        while start > len(raw):  # the header itself came in pieces
+            raw += self._read_exactly(cmd, start - len(raw))
+            start, length = self._block_header(cmd, raw)
+        if length < 0:  # "#0": indefinite length, ended by the terminator
+            while self._rterm_b and not raw.endswith(self._rterm_b):
+                raw += self._receive(cmd)
+            return raw[start : len(raw) - len(self._rterm_b)]
+        total = start + length + len(self._rterm_b)
+        if len(raw) < total:
+            raw += self._read_exactly(cmd, total - len(raw))
+        return memoryview(raw)[start : start + length]  # no copy: np.frombuffer reads it
+
+    def _block_header(self, cmd: str, raw: bytes) -> tuple[int, int]:
+        """``(payload offset, declared length)`` of an IEEE-488.2 block (-1 for ``#0``); an
+        offset past ``raw`` when the header is not all there yet."""
+        if len(raw) < 2:
+            return 2, 0
+        digits = raw[1:2]
+        if not digits.isdigit():
+            raise InstrumentError(self.name, cmd, [f"malformed block header: {raw[:40]!r}"])
+        n = int(digits)
+        if n == 0:
+            return 2, -1
+        size = raw[2 : 2 + n]
+        if len(size) < n:
+            return 2 + n, 0
+        if not size.isdigit():
+            raise InstrumentError(self.name, cmd, [f"malformed block header: {raw[:40]!r}"])
+        return 2 + n, int(size)
+
+    def _read_exactly(self, cmd: str, count: int) -> bytes:
+        """Read ``count`` more bytes with the termination character off (so a 0x0A in the
+        payload does not end a read), then put the session's termination setting back (a
+        simulated session returns whole messages and has no setting to change)."""
+        handle = self.visa_handle
+        lib, session = handle.visalib, handle.session
+        term_en = constants.ResourceAttribute.termchar_enabled
+        was_enabled = (bool(self._rterm) and self.visabackend != "sim"
+                       and handle.get_visa_attribute(term_en))
+        parts: list[bytes] = []
+        try:
+            if was_enabled:
+                handle.set_visa_attribute(term_en, False)
+            while count > 0:
+                chunk, _ = lib.read(session, count)
+                if not chunk:  # an END with nothing after it: never loop on empty reads
+                    raise InstrumentTimeout(self.name, cmd, handle.timeout / 1000
+                                            if handle.timeout else None)
+                parts.append(chunk)
+                count -= len(chunk)
+        except pyvisa.VisaIOError as exc:
+            raise self._map_visa_error(exc, cmd) from exc
+        except (pyvisa.errors.InvalidSession, OSError) as exc:  # OSError: socket reset or closed
+            raise InstrumentConnectionError(self.name, cmd, str(exc)) from exc
+        finally:
+            if was_enabled:
+                self._restore_termchar(term_en)
+        return b"".join(parts)
+
+    def _restore_termchar(self, attribute: constants.ResourceAttribute) -> None:
+        try:
+            self.visa_handle.set_visa_attribute(attribute, True)
+        except (pyvisa.Error, pyvisa.errors.InvalidSession):
+            pass  # the session is gone: a reconnect sets up a fresh one
 
     def _resync(self) -> None:
         """After an interrupted exchange: drop any half-read reply so the next query is in step."""

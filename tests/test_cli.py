@@ -17,8 +17,9 @@ from qnetlab.stations import station_file
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-def qnetlab(data: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "QNETLAB_DATA": str(data), "MPLBACKEND": "Agg"}
+def qnetlab(data: Path, *args: str, timeout: float = 300,
+            env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "QNETLAB_DATA": str(data), "MPLBACKEND": "Agg", **(env_extra or {})}
     return subprocess.run([sys.executable, "-m", "qnetlab", *args], capture_output=True,
                           text=True, env=env, timeout=timeout)
 
@@ -244,7 +245,6 @@ def _station_variant(tmp_path: Path, name: str, old: str, new: str,
     (("entangle", "--max-time", "-5"), "Invalid value for '--max-time'"),
     (("entangle", "--max-time", "nan"), "Invalid value for '--max-time'"),
     (("entangle", "--bases", "Z", "--min-fidelity", "0.7"), "needs --bases including X, Y"),
-    (("--station", str(station_file("hw_link")), "status"), "pip install pyvisa-py"),
 ])
 def test_error_paths_are_one_line_and_record_nothing(tmp_path, args, message):
     result = qnetlab(tmp_path, *args)
@@ -253,6 +253,19 @@ def test_error_paths_are_one_line_and_record_nothing(tmp_path, args, message):
     assert not list(tmp_path.glob("runs/**/*.h5"))  # nothing sent, nothing recorded
     runs = qnetlab(tmp_path, "runs")
     assert "no runs in" in runs.stdout
+
+
+def test_hardware_station_without_pyvisa_py_says_how_to_install_it(tmp_path):
+    # pyvisa-py is a dependency; a sitecustomize hides it, as on a machine that lacks it
+    hide = tmp_path / "hide"
+    hide.mkdir()
+    (hide / "sitecustomize.py").write_text("import sys\nsys.modules['pyvisa_py'] = None\n")
+    path = os.pathsep.join(p for p in (str(hide), os.environ.get("PYTHONPATH")) if p)
+    result = qnetlab(tmp_path, "--station", str(station_file("hw_link")), "status",
+                     env_extra={"PYTHONPATH": path})
+    assert result.returncode == 1
+    assert "pip install pyvisa-py" in _one_error_line(result)
+    assert not list(tmp_path.glob("runs/**/*.h5"))
 
 
 @pytest.mark.parametrize("old,new,message", [
