@@ -35,6 +35,8 @@ from pyvisa_sim.channels import ChannelProperty
 from pyvisa_sim.component import NoResponse, Property, to_bytes
 from pyvisa_sim.devices import Device
 
+from .scpi import Grammar, ScpiError, compile_device
+
 if TYPE_CHECKING:
     from qnetlab.clock import VirtualClock
 
@@ -49,6 +51,12 @@ _FALLBACK = {
     "undefined_header": ("command_error",),
     "query_error": ("command_error",),
     "queue_overflow": ("command_error",),
+    "syntax_error": ("command_error",),
+    "parameter_not_allowed": ("command_error",),
+    "missing_parameter": ("command_error",),
+    "invalid_suffix": ("command_error",),
+    "query_interrupted": ("query_error", "command_error"),
+    "query_unterminated": ("query_error", "command_error"),
 }
 
 
@@ -72,7 +80,7 @@ def ieee_block(values: np.ndarray | bytes, dtype: str | None = None) -> bytes:
 
 
 def _classify(exc: ValueError) -> tuple[str, str]:
-    if isinstance(exc, InstrumentRefusal):
+    if isinstance(exc, InstrumentRefusal | ScpiError):
         return exc.key, str(exc)
     text = str(exc)
     if "minimum" in text or "maximum" in text or "valid values" in text:
@@ -159,6 +167,7 @@ class PhysDevice(Device):
     faults: Faults
     rng: np.random.Generator
     query_error_reply: bytes | None
+    scpi: Grammar | None  # None: not a SCPI product (exact matching, e.g. Lake Shore, Triton)
     _ready_at: deque[float]
     _sessions: weakref.WeakSet
     _pending_error: tuple[str, str] | None
@@ -249,10 +258,16 @@ class PhysDevice(Device):
                 return
             message = bytes(self._input_buffer[: -len(self._query_eom)])
             self._input_buffer = bytearray()
-            queries = message.split(self.delimiter) if self.delimiter else [message]
-            for query in queries:
+            if self._output_buffers and self.scpi is not None:
+                # a new message while a reply is unread: SCPI discards it (-410)
+                self._output_buffers.clear()
+                self._ready_at.clear()
+                self.push_error("query_interrupted", "reply discarded by a new command")
+            for query, received in self._commands(message):
                 self._pending_error = None
                 try:
+                    if isinstance(query, ScpiError):
+                        raise query
                     response = self._match(query)
                 except ValueError as exc:  # refused by a handler
                     self.note_error(*_classify(exc))
@@ -262,17 +277,34 @@ class PhysDevice(Device):
                     self.note_error("execution_error", f"simulator fault: {exc!r}")
                     response = None
                 if response is None:
-                    text = query.decode("utf-8", "replace")
+                    refused = isinstance(query, ScpiError)
+                    text = received.decode("utf-8", "replace")
                     if self._pending_error is None:
                         self._pending_error = ("undefined_header", text)
-                    else:
+                    elif not refused:  # a SCPI refusal's detail already names the command
                         key, detail = self._pending_error
                         self._pending_error = (key, f"{detail} ({text})")
                     response = self.error_response("command_error")
-                    if b"?" in query and self.query_error_reply is not None:
+                    if b"?" in received and self.query_error_reply is not None:
                         response = self.query_error_reply
                 if response is not NoResponse and response is not None:
                     self._enqueue(bytes(response) + self._response_eom)
+
+    def _commands(self, message: bytes) -> list[tuple[bytes | ScpiError, bytes]]:
+        """(command as the YAML writes it or its SCPI refusal, command as received) pairs."""
+        if self.scpi is None:
+            parts = message.split(self.delimiter) if self.delimiter else [message]
+            return [(part, part) for part in parts]
+        out: list[tuple[bytes | ScpiError, bytes]] = []
+        path: tuple[str, ...] = ()
+        text = message.decode("utf-8", "replace")
+        for part in self.scpi.split(text):
+            try:
+                literal, path = self.scpi.resolve(part, path)
+                out.append((literal.encode(), part.strip().encode()))
+            except ScpiError as exc:
+                out.append((exc, part.strip().encode()))
+        return out
 
     def _enqueue(self, reply: bytes) -> None:
         f = self.faults
@@ -325,6 +357,8 @@ class PhysDevice(Device):
                 return b"", StatusCode.error_connection_lost
             self._use(session)
             if not self._output_buffers:
+                if self._input_buffer and self.scpi is not None:
+                    self.push_error("query_unterminated", "read before the message ended")
                 self.clock.advance(timeout_s)
                 return b"", StatusCode.error_timeout
             wait = self._ready_at[0] - self.clock.now()
@@ -349,6 +383,19 @@ class PhysDevice(Device):
             self._use(session)
             self.write(data)
         return len(data), StatusCode.success
+
+    def scpi_status_byte(self) -> int:
+        """``*STB?`` (IEEE 488.2): bit 2 error queue not empty, 4 reply waiting, 5 ESR & ESE."""
+        stb = 0
+        if any(queue._queue for queue in self._error_queues.values()):
+            stb |= 4
+        if self._output_buffers:
+            stb |= 16
+        ese = self._properties.get("event_status_enable")
+        mask = ese._value if ese is not None else 0
+        if any(reg._value & mask for reg in self._status_registers.values()):
+            stb |= 32
+        return stb
 
     # --- state ---------------------------------------------------------------------------
     def stored(self, name: str, ch: str | None = None) -> Any:
@@ -416,6 +463,7 @@ def promote(
     err = device_dict.get("error", {})
     qerr = err.get("response", {}).get("query_error") if isinstance(err, dict) else None
     dev.query_error_reply = to_bytes(qerr) if qerr else None
+    dev.scpi = compile_device(device_dict) if device_dict.get("x-scpi") else None
     dev._defaults = []
     for prop in dev._properties.values():
         prop.__class__ = HookedProperty
@@ -451,7 +499,8 @@ def _bind_component(dev: PhysDevice, model: Any, cd: dict[str, Any], props: dict
         call = dia.get("x-call")
         if not call:
             continue
-        fn = _bind(model, call, f"dialogue {dia['q']!r}")
+        owner = dev if call.startswith("scpi_") else model
+        fn = _bind(owner, call, f"dialogue {dia['q']!r}")
         static = to_bytes(dia["r"]) if "r" in dia else NoResponse
         for ch in ids or [None]:
             q = dia["q"].strip(" ")
