@@ -62,6 +62,7 @@ class Command:
     unit: str | None = None
     default: Any = None
     fixed_params: frozenset[str] = frozenset()
+    channels: tuple[str, ...] = ()  # valid ``{ch_id}`` values
 
 
 def _keyword(text: str) -> tuple[str, str]:
@@ -148,8 +149,8 @@ class Grammar:
             raise ScpiError("syntax_error", "empty command")
         key = (path, header)
         hit = self._cache.get(key)
-        if hit is None and header in self._literals:  # the YAML's own spelling, as in @sim
-            hit = self._literals[header], header, path
+        if hit is None and header in self._literals and (not path or header[0] in ":*"):
+            hit = self._literals[header], header, _literal_path(header, path)
         elif hit is None:
             hit = self._resolve_header(header, path)
             if len(self._cache) < 4096:
@@ -180,7 +181,7 @@ class Grammar:
             suffixes.append(suffix)
         for names in itertools.product(*longs):
             for variant, command in self._table.get((names, query), ()):
-                literal = _fill(variant, suffixes, command.literal)
+                literal = _fill(variant, suffixes, command)
                 if literal is not None:
                     return command, literal, next_path
         raise ScpiError("undefined_header", text)
@@ -204,11 +205,20 @@ class Grammar:
         return f"{literal} {convert_value(params, command)}"
 
 
+def _literal_path(header: str, path: tuple[str, ...]) -> tuple[str, ...]:
+    """The path after a header received exactly as the YAML writes it (as stock @sim takes)."""
+    if header.startswith("*"):
+        return path
+    if "[" in header:  # manual notation sent literally: not SCPI input, so no path to follow
+        return ()
+    return tuple(header.rstrip("?").lstrip(":").split(":")[:-1])
+
+
 def _one_of(command: Command) -> str:
     return " or ".join(sorted(command.fixed_params))
 
 
-def _fill(variant: tuple[_Node, ...], suffixes: list[str], literal: str) -> str | None:
+def _fill(variant: tuple[_Node, ...], suffixes: list[str], command: Command) -> str | None:
     """Check the received suffixes against the pattern; the literal with the channel filled."""
     channel = None
     for node, got in zip(variant, suffixes, strict=True):
@@ -223,8 +233,10 @@ def _fill(variant: tuple[_Node, ...], suffixes: list[str], literal: str) -> str 
         elif not node.suffix_optional:
             return None
     if channel is not None:
-        return literal.replace("{ch_id}", channel)
-    return literal
+        if channel not in command.channels:
+            return None
+        return command.literal.replace("{ch_id}", channel)
+    return command.literal
 
 
 def _unit_scale(unit: str) -> tuple[str, float] | None:
@@ -285,9 +297,9 @@ def convert_value(text: str, command: Command) -> str:
 def compile_device(device_dict: dict[str, Any]) -> Grammar:
     """The grammar of one YAML device: every dialogue, getter and setter, channels included."""
     grammar = Grammar()
-    _add_component(grammar, device_dict)
+    _add_component(grammar, device_dict, ())
     for channel in (device_dict.get("channels") or {}).values():
-        _add_component(grammar, channel)
+        _add_component(grammar, channel, tuple(str(i) for i in channel.get("ids", ())))
     err = device_dict.get("error") or {}
     if isinstance(err, dict):
         for entry in (*err.get("status_register", ()), *err.get("error_queue", ())):
@@ -295,7 +307,7 @@ def compile_device(device_dict: dict[str, Any]) -> Grammar:
     return grammar
 
 
-def _add_component(grammar: Grammar, component: dict[str, Any]) -> None:
+def _add_component(grammar: Grammar, component: dict[str, Any], ids: tuple[str, ...]) -> None:
     fixed: dict[str, set[str]] = {}
     for dia in component.get("dialogues") or ():
         header, _, param = dia["q"].strip().partition(" ")
@@ -303,15 +315,16 @@ def _add_component(grammar: Grammar, component: dict[str, Any]) -> None:
             fixed.setdefault(header, set()).add(param.strip().upper())
         else:
             kind = "query" if header.endswith("?") else "event"
-            grammar.add(header, Command(header, kind))
+            grammar.add(header, Command(header, kind, channels=ids))
     for header, params in fixed.items():
         grammar.add(header, Command(header, "query" if header.endswith("?") else "event",
-                                    fixed_params=frozenset(params)))
+                                    fixed_params=frozenset(params), channels=ids))
     for prop in (component.get("properties") or {}).values():
         if "getter" in prop:
-            grammar.add(prop["getter"]["q"].strip(), Command(prop["getter"]["q"].strip(), "query"))
+            getter = prop["getter"]["q"].strip()
+            grammar.add(getter, Command(getter, "query", channels=ids))
         if "setter" in prop:
             header = prop["setter"]["q"].strip().partition(" ")[0]
             kind = "call" if "x-call" in prop else "set"
             grammar.add(header, Command(header, kind, dict(prop.get("specs") or {}),
-                                        prop.get("x-unit"), prop.get("default")))
+                                        prop.get("x-unit"), prop.get("default"), channels=ids))
