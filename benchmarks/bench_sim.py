@@ -21,6 +21,7 @@ from qnetlab.sim_instruments.physics.heralding import (
 )
 
 PUMP = "TCPIP0::pump-alice.lab::inst0::INSTR"
+POW_Q = "[:SOURce[0]]:POWer[:LEVel][:IMMediate][:AMPLitude]?"  # as the YAML writes it (@sim)
 
 
 def _per_query_us(inst, query: str, n: int = 3000) -> float:
@@ -31,7 +32,7 @@ def _per_query_us(inst, query: str, n: int = 3000) -> float:
 
 
 def query_ratio_vs_stock(rounds: int = 7) -> float:
-    """@qnetlab over stock @sim, same YAML property (:SOUR0:POW?), interleaved, best of rounds."""
+    """@qnetlab over stock @sim, same YAML property (POW_Q, literally), interleaved, best of rounds."""
     stock_rm = pyvisa.ResourceManager(f"{files('qnetlab.sim_instruments') / 'pump_laser.yaml'}@sim")
     stock = stock_rm.open_resource("TCPIP0::pump.lab::inst0::INSTR", read_termination="\n",
                                    write_termination="\n")
@@ -39,8 +40,8 @@ def query_ratio_vs_stock(rounds: int = 7) -> float:
     ours = ours_rm.open_resource(PUMP, read_termination="\n", write_termination="\n")
     s, q = [], []
     for _ in range(rounds):
-        s.append(_per_query_us(stock, ":SOUR0:POW?"))
-        q.append(_per_query_us(ours, ":SOUR0:POW?"))
+        s.append(_per_query_us(stock, POW_Q))
+        q.append(_per_query_us(ours, POW_Q))
     stock.close(), ours.close()
     return min(q) / min(s)
 
