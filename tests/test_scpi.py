@@ -73,15 +73,17 @@ def _case(draw, text: str) -> str:
     return "".join(c.lower() if f else c.upper() for c, f in zip(text, flips, strict=True))
 
 
-def spell(draw, pattern: str) -> str:
-    """Any header spelling SCPI allows for ``pattern`` (manual notation)."""
+def spell(draw, pattern: str, channel: str = "1") -> str:
+    """Any header spelling SCPI allows for ``pattern`` (manual notation; ``{ch_id}`` = channel)."""
     parts = []
     for node in parse_pattern(pattern):
         if node.optional and draw(st.booleans()):
             continue
         word = draw(st.sampled_from([node.long, node.short]))
         suffix = ""
-        if node.suffix not in (None, "ch"):
+        if node.suffix == "ch":
+            suffix = channel if channel != "1" or draw(st.booleans()) else ""
+        elif node.suffix is not None:
             suffix = node.suffix if not node.suffix_optional or draw(st.booleans()) else ""
         parts.append(_case(draw, word) + suffix)
     header = ":".join(parts)
@@ -112,6 +114,32 @@ def test_every_allowed_spelling_sets_the_same_value(node, data, setting):
     assert float(pump.query(canonical)) == pytest.approx(value, rel=1e-6)
     assert float(pump.query(f"{header}?")) == pytest.approx(value, rel=1e-6)
     assert _errors(pump) == []
+
+
+def _static_queries(name: str) -> list[tuple[str, list[str]]]:
+    """(getter pattern, channel ids) of every property whose reply is its stored value."""
+    path = Path(lab_file("node")).parent.parent / f"{name}.yaml"
+    (device,) = yaml.safe_load(path.read_text())["devices"].values()
+    groups = [(device, ["1"])] + [(c, [str(i) for i in c["ids"]])
+                                  for c in (device.get("channels") or {}).values()]
+    return [(p["getter"]["q"], ids) for component, ids in groups
+            for p in (component.get("properties") or {}).values()
+            if "getter" in p and "x-get" not in p]
+
+
+STATIC_QUERIES = [(PUMP, q, ids) for q, ids in _static_queries("pump_laser")] + [
+    (QNU, q, ids) for q, ids in _static_queries("qnu")]
+
+
+@given(data=st.data(), item=st.sampled_from(STATIC_QUERIES))
+def test_every_query_of_every_scpi_yaml_answers_the_same_in_any_spelling(node, data, item):
+    resource, pattern, ids = item
+    _, op = node
+    inst = op(resource)
+    channel = data.draw(st.sampled_from(ids))
+    literal = pattern.replace("{ch_id}", channel)
+    assert inst.query(spell(data.draw, pattern.rstrip("?"), channel) + "?") == inst.query(literal)
+    assert _errors(inst) == []
 
 
 def _forbidden(draw, pattern: str) -> tuple[str, str]:
