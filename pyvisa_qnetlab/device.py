@@ -3,7 +3,8 @@
 pyvisa-sim parses the YAML as usual; :func:`promote` then swaps the classes of the parsed
 device and its properties for the subclasses below, and wires the YAML's ``x-get`` / ``x-set`` /
 ``x-call`` keys to methods of the instrument model. Matching stays pyvisa-sim's, so the YAML
-remains the one place where each command's syntax is written.
+remains the one place where each command's syntax is written; for SCPI products (``x-scpi``)
+:mod:`pyvisa_qnetlab.scpi` first turns what the client sent into the YAML's literal command.
 
 What changes against stock pyvisa-sim:
 
@@ -299,6 +300,8 @@ class PhysDevice(Device):
         path: tuple[str, ...] = ()
         text = message.decode("utf-8", "replace")
         for part in self.scpi.split(text):
+            if not part.strip():  # a bare terminator or a trailing ';' does nothing
+                continue
             try:
                 literal, path = self.scpi.resolve(part, path)
                 out.append((literal.encode(), part.strip().encode()))

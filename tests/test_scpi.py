@@ -309,3 +309,12 @@ def test_stock_sim_loads_every_yaml_in_manual_notation(name):
         assert float(inst.query("[:SOURce[0]]:WAVelength[:CW]?")) == pytest.approx(1.55012e-6)
     inst.close()
     rm.visalib._init()
+
+
+def test_empty_commands_do_nothing_and_whitespace_is_free(pump):
+    pump.write(":SOUR0:WAV 1551NM;")
+    pump.write("")
+    pump.write("   :sour0:wav:swe:dwel    0.5   S  ;  ")
+    assert float(pump.query(" :SOUR0:WAV? ")) == pytest.approx(1551e-9)
+    assert float(pump.query(":SOUR0:WAV:SWE:DWEL?")) == 0.5
+    assert _errors(pump) == []
