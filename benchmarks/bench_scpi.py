@@ -45,7 +45,9 @@ def match_ratio_vs_exact(rounds: int = 7, n: int = 400) -> float:
     optional nodes left out, unit suffixes), through the SCPI grammar. Exact: the same commands
     spelled exactly as the YAML writes them, on the same device with the grammar switched off
     (pyvisa-sim's exact-string matching, as on stock @sim). Both include the lookup, the
-    property set/get and the queued reply; the difference is the grammar.
+    property set/get and the queued reply; the difference is the grammar. Resolved headers are
+    cached (per path and header string; parameterless commands whole), so this is the cost of a
+    driver's repeated commands; settings still convert their value (units, MIN/MAX) each time.
     """
     rm = pyvisa.ResourceManager(lab_spec("node"))
     rm.visalib.reset_state()

@@ -36,7 +36,7 @@ from pyvisa_sim.channels import ChannelProperty
 from pyvisa_sim.component import NoResponse, Property, to_bytes
 from pyvisa_sim.devices import Device
 
-from .scpi import Grammar, ScpiError, compile_device
+from .scpi import Grammar, Reply, ScpiError, compile_device
 
 if TYPE_CHECKING:
     from qnetlab.clock import VirtualClock
@@ -269,7 +269,7 @@ class PhysDevice(Device):
                 try:
                     if isinstance(query, ScpiError):
                         raise query
-                    response = self._match(query)
+                    response = query if isinstance(query, Reply) else self._match(query)
                 except ValueError as exc:  # refused by a handler
                     self.note_error(*_classify(exc))
                     response = None
@@ -288,15 +288,17 @@ class PhysDevice(Device):
                     response = self.error_response("command_error")
                     if b"?" in received and self.query_error_reply is not None:
                         response = self.query_error_reply
+                if isinstance(response, Reply):
+                    response = response.encode()
                 if response is not NoResponse and response is not None:
                     self._enqueue(bytes(response) + self._response_eom)
 
-    def _commands(self, message: bytes) -> list[tuple[bytes | ScpiError, bytes]]:
+    def _commands(self, message: bytes) -> list[tuple[bytes | Reply | ScpiError, bytes]]:
         """(command as the YAML writes it or its SCPI refusal, command as received) pairs."""
         if self.scpi is None:
             parts = message.split(self.delimiter) if self.delimiter else [message]
             return [(part, part) for part in parts]
-        out: list[tuple[bytes | ScpiError, bytes]] = []
+        out: list[tuple[bytes | Reply | ScpiError, bytes]] = []
         path: tuple[str, ...] = ()
         text = message.decode("utf-8", "replace")
         for part in self.scpi.split(text):
@@ -304,7 +306,8 @@ class PhysDevice(Device):
                 continue
             try:
                 literal, path = self.scpi.resolve(part, path)
-                out.append((literal.encode(), part.strip().encode()))
+                resolved = literal if isinstance(literal, Reply) else literal.encode()
+                out.append((resolved, part.strip().encode()))
             except ScpiError as exc:
                 out.append((exc, part.strip().encode()))
         return out

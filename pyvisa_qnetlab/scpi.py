@@ -63,6 +63,11 @@ class Command:
     default: Any = None
     fixed_params: frozenset[str] = frozenset()
     channels: tuple[str, ...] = ()  # valid ``{ch_id}`` values
+    reply_format: str = "{}"  # a getter's ``r``, for the limits asked with MIN/MAX/DEF
+
+
+class Reply(str):
+    """A reply the grammar gives itself: a setting's limit asked as ``<query>? MIN|MAX|DEF``."""
 
 
 def _keyword(text: str) -> tuple[str, str]:
@@ -111,6 +116,7 @@ class Grammar:
         self._forms: dict[str, set[str]] = {}  # accepted spelling (upper) -> long forms
         self._cache: dict[tuple[tuple[str, ...], str], tuple[Command, str, tuple[str, ...]]] = {}
         self._literals: dict[str, Command] = {}  # headers exactly as the YAML writes them
+        self._resolved: dict[tuple[tuple[str, ...], str], tuple[str, tuple[str, ...]]] = {}
 
     # --- compiling ---------------------------------------------------------------------------
     def add(self, pattern: str, command: Command) -> None:
@@ -129,6 +135,8 @@ class Grammar:
     # --- matching ----------------------------------------------------------------------------
     def split(self, message: str) -> list[str]:
         """Split a program message at ``;`` outside quoted strings."""
+        if '"' not in message and "'" not in message:
+            return message.split(";")
         parts, start, quote = [], 0, ""
         for i, c in enumerate(message):
             if quote:
@@ -143,7 +151,16 @@ class Grammar:
 
     def resolve(self, text: str, path: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
         """One command -> (the YAML's literal command, the path for the next command)."""
-        text = text.strip()
+        done = self._resolved.get((path, text))
+        if done is not None:
+            return done
+        stripped = text.strip()
+        done = self._resolve(stripped, path)
+        if " " not in stripped and len(self._resolved) < 4096:
+            self._resolved[(path, text)] = done  # a polled query costs one lookup
+        return done
+
+    def _resolve(self, text: str, path: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
         header, _, params = text.partition(" ")
         if not header:
             raise ScpiError("syntax_error", "empty command")
@@ -198,7 +215,7 @@ class Grammar:
                     raise ScpiError("parameter_not_allowed", f"{literal} {params}")
                 return f"{literal} {word}"
             if params:
-                raise ScpiError("parameter_not_allowed", f"{literal} takes no parameter")
+                return _limit_reply(command, literal, params)
             return literal
         if not params:
             raise ScpiError("missing_parameter", f"{literal} needs a value")
@@ -212,6 +229,17 @@ def _literal_path(header: str, path: tuple[str, ...]) -> tuple[str, ...]:
     if "[" in header:  # manual notation sent literally: not SCPI input, so no path to follow
         return ()
     return tuple(header.rstrip("?").lstrip(":").split(":")[:-1])
+
+
+def _limit_reply(command: Command, literal: str, params: str) -> Reply:
+    """``:POW? MAX``: the limit of a numeric setting, formatted as its getter replies."""
+    word = params.upper()
+    spec = command.spec
+    if word not in ("MIN", "MAX", "DEF") or "min" not in spec or "max" not in spec:
+        raise ScpiError("parameter_not_allowed", f"{literal} takes no parameter {params!r}")
+    value = {"MIN": spec["min"], "MAX": spec["max"], "DEF": command.default}[word]
+    number = int(value) if spec.get("type") == "int" else float(value)
+    return Reply(command.reply_format.format(number))
 
 
 def _one_of(command: Command) -> str:
@@ -322,7 +350,9 @@ def _add_component(grammar: Grammar, component: dict[str, Any], ids: tuple[str, 
     for prop in (component.get("properties") or {}).values():
         if "getter" in prop:
             getter = prop["getter"]["q"].strip()
-            grammar.add(getter, Command(getter, "query", channels=ids))
+            settable = dict(prop.get("specs") or {}) if "setter" in prop else {}
+            grammar.add(getter, Command(getter, "query", settable, default=prop.get("default"),
+                                        channels=ids, reply_format=prop["getter"].get("r", "{}")))
         if "setter" in prop:
             header = prop["setter"]["q"].strip().partition(" ")[0]
             kind = "call" if "x-call" in prop else "set"

@@ -318,3 +318,14 @@ def test_empty_commands_do_nothing_and_whitespace_is_free(pump):
     assert float(pump.query(" :SOUR0:WAV? ")) == pytest.approx(1551e-9)
     assert float(pump.query(":SOUR0:WAV:SWE:DWEL?")) == 0.5
     assert _errors(pump) == []
+
+
+def test_queries_answer_the_limits_of_numeric_settings(pump):
+    assert pump.query(":SOUR0:POW? MAX") == "13.0000"
+    assert pump.query("sour:wav? min") == "1.500000000E-06"
+    assert pump.query(":AOM:BURS:NCYC? max") == "65535"
+    assert pump.query(":SOUR0:POW? DEF") == "0.0000"
+    assert _errors(pump) == []
+    assert pump.query(":AOM:MODE? MAX") == "ERROR"  # character data has no limits
+    assert pump.query(":SOUR0:POW:ACT? MAX") == "ERROR"  # not a setting
+    assert [e[:4] for e in _errors(pump)] == ["-108", "-108"]
