@@ -63,7 +63,8 @@ _SCPI_NOTE = (
     "`;` joins commands: one without a leading colon continues the previous command's path, "
     "`*XXX` common commands keep it. Numeric settings with a range take MIN, MAX and DEF, and "
     "unit suffixes with SI multipliers converted to the unit shown (`1550NM`, `1.55UM`, `2MW` "
-    "for dBm, `200NS`, `12UA`); 0/1 settings take ON/OFF. Errors: -102 syntax, -104 data type, "
+    "for dBm, `200NS`, `12UA`), and their queries answer `? MIN`, `? MAX`, `? DEF`; 0/1 "
+    "settings take ON/OFF. Errors: -102 syntax, -104 data type, "
     "-108 parameter not allowed, -109 missing parameter, -113 undefined header, -131 invalid "
     "suffix, -222 out of range, -350 queue overflow, -410 reply discarded by a new command, "
     "-420 read before the query was terminated. Stock `@sim` matches only the literal strings.")
