@@ -469,7 +469,8 @@ def promote(
     err = device_dict.get("error", {})
     qerr = err.get("response", {}).get("query_error") if isinstance(err, dict) else None
     dev.query_error_reply = to_bytes(qerr) if qerr else None
-    dev.scpi = compile_device(device_dict) if device_dict.get("x-scpi") else None
+    scpi = str(device_dict.get("x-scpi", "")).lower() == "true"  # the loader keeps strings
+    dev.scpi = compile_device(device_dict) if scpi else None
     dev._defaults = []
     for prop in dev._properties.values():
         prop.__class__ = HookedProperty
