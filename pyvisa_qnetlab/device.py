@@ -3,7 +3,8 @@
 pyvisa-sim parses the YAML as usual; :func:`promote` then swaps the classes of the parsed
 device and its properties for the subclasses below, and wires the YAML's ``x-get`` / ``x-set`` /
 ``x-call`` keys to methods of the instrument model. Matching stays pyvisa-sim's, so the YAML
-remains the one place where each command's syntax is written.
+remains the one place where each command's syntax is written; for SCPI products (``x-scpi``)
+:mod:`pyvisa_qnetlab.scpi` first turns what the client sent into the YAML's literal command.
 
 What changes against stock pyvisa-sim:
 
@@ -37,6 +38,8 @@ from pyvisa_sim.devices import Device
 
 from qnetlab.sim_instruments.protocol import InstrumentRefusal
 
+from .scpi import Grammar, Reply, ScpiError, compile_device
+
 if TYPE_CHECKING:
     from qnetlab.clock import VirtualClock
 
@@ -51,11 +54,17 @@ _FALLBACK = {
     "undefined_header": ("command_error",),
     "query_error": ("command_error",),
     "queue_overflow": ("command_error",),
+    "syntax_error": ("command_error",),
+    "parameter_not_allowed": ("command_error",),
+    "missing_parameter": ("command_error",),
+    "invalid_suffix": ("command_error",),
+    "query_interrupted": ("query_error", "command_error"),
+    "query_unterminated": ("query_error", "command_error"),
 }
 
 
 def _classify(exc: ValueError) -> tuple[str, str]:
-    if isinstance(exc, InstrumentRefusal):
+    if isinstance(exc, InstrumentRefusal | ScpiError):
         return exc.key, str(exc)
     text = str(exc)
     if "minimum" in text or "maximum" in text or "valid values" in text:
@@ -142,6 +151,7 @@ class PhysDevice(Device):
     faults: Faults
     rng: np.random.Generator
     query_error_reply: bytes | None
+    scpi: Grammar | None  # None: not a SCPI product (exact matching, e.g. Lake Shore, Triton)
     _ready_at: deque[float]
     _sessions: weakref.WeakSet
     _pending_error: tuple[str, str] | None
@@ -232,11 +242,17 @@ class PhysDevice(Device):
                 return
             message = bytes(self._input_buffer[: -len(self._query_eom)])
             self._input_buffer = bytearray()
-            queries = message.split(self.delimiter) if self.delimiter else [message]
-            for query in queries:
+            if self._output_buffers and self.scpi is not None:
+                # a new message while a reply is unread: SCPI discards it (-410)
+                self._output_buffers.clear()
+                self._ready_at.clear()
+                self.push_error("query_interrupted", "reply discarded by a new command")
+            for query, received in self._commands(message):
                 self._pending_error = None
                 try:
-                    response = self._match(query)
+                    if isinstance(query, ScpiError):
+                        raise query
+                    response = query if isinstance(query, Reply) else self._match(query)
                 except ValueError as exc:  # refused by a handler
                     self.note_error(*_classify(exc))
                     response = None
@@ -245,17 +261,39 @@ class PhysDevice(Device):
                     self.note_error("execution_error", f"simulator fault: {exc!r}")
                     response = None
                 if response is None:
-                    text = query.decode("utf-8", "replace")
+                    refused = isinstance(query, ScpiError)
+                    text = received.decode("utf-8", "replace")
                     if self._pending_error is None:
                         self._pending_error = ("undefined_header", text)
-                    else:
+                    elif not refused:  # a SCPI refusal's detail already names the command
                         key, detail = self._pending_error
                         self._pending_error = (key, f"{detail} ({text})")
                     response = self.error_response("command_error")
-                    if b"?" in query and self.query_error_reply is not None:
+                    if b"?" in received and self.query_error_reply is not None:
                         response = self.query_error_reply
+                if isinstance(response, Reply):
+                    response = response.encode()
                 if response is not NoResponse and response is not None:
                     self._enqueue(bytes(response) + self._response_eom)
+
+    def _commands(self, message: bytes) -> list[tuple[bytes | Reply | ScpiError, bytes]]:
+        """(command as the YAML writes it or its SCPI refusal, command as received) pairs."""
+        if self.scpi is None:
+            parts = message.split(self.delimiter) if self.delimiter else [message]
+            return [(part, part) for part in parts]
+        out: list[tuple[bytes | Reply | ScpiError, bytes]] = []
+        path: tuple[str, ...] = ()
+        text = message.decode("utf-8", "replace")
+        for part in self.scpi.split(text):
+            if not part.strip():  # a bare terminator or a trailing ';' does nothing
+                continue
+            try:
+                literal, path = self.scpi.resolve(part, path)
+                resolved = literal if isinstance(literal, Reply) else literal.encode()
+                out.append((resolved, part.strip().encode()))
+            except ScpiError as exc:
+                out.append((exc, part.strip().encode()))
+        return out
 
     def _enqueue(self, reply: bytes) -> None:
         f = self.faults
@@ -308,6 +346,8 @@ class PhysDevice(Device):
                 return b"", StatusCode.error_connection_lost
             self._use(session)
             if not self._output_buffers:
+                if self._input_buffer and self.scpi is not None:
+                    self.push_error("query_unterminated", "read before the message ended")
                 self.clock.advance(timeout_s)
                 return b"", StatusCode.error_timeout
             wait = self._ready_at[0] - self.clock.now()
@@ -332,6 +372,19 @@ class PhysDevice(Device):
             self._use(session)
             self.write(data)
         return len(data), StatusCode.success
+
+    def scpi_status_byte(self) -> int:
+        """``*STB?`` (IEEE 488.2): bit 2 error queue not empty, 4 reply waiting, 5 ESR & ESE."""
+        stb = 0
+        if any(queue._queue for queue in self._error_queues.values()):
+            stb |= 4
+        if self._output_buffers:
+            stb |= 16
+        ese = self._properties.get("event_status_enable")
+        mask = ese._value if ese is not None else 0
+        if any(reg._value & mask for reg in self._status_registers.values()):
+            stb |= 32
+        return stb
 
     # --- state ---------------------------------------------------------------------------
     def stored(self, name: str, ch: str | None = None) -> Any:
@@ -399,6 +452,8 @@ def promote(
     err = device_dict.get("error", {})
     qerr = err.get("response", {}).get("query_error") if isinstance(err, dict) else None
     dev.query_error_reply = to_bytes(qerr) if qerr else None
+    scpi = str(device_dict.get("x-scpi", "")).lower() == "true"  # the loader keeps strings
+    dev.scpi = compile_device(device_dict) if scpi else None
     dev._defaults = []
     for prop in dev._properties.values():
         prop.__class__ = HookedProperty
@@ -434,7 +489,8 @@ def _bind_component(dev: PhysDevice, model: Any, cd: dict[str, Any], props: dict
         call = dia.get("x-call")
         if not call:
             continue
-        fn = _bind(model, call, f"dialogue {dia['q']!r}")
+        owner = dev if call.startswith("scpi_") else model
+        fn = _bind(owner, call, f"dialogue {dia['q']!r}")
         static = to_bytes(dia["r"]) if "r" in dia else NoResponse
         for ch in ids or [None]:
             q = dia["q"].strip(" ")

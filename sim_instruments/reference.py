@@ -55,6 +55,23 @@ def _rows(component: dict[str, Any], ids: list[str] | None = None) -> list[list[
     return rows
 
 
+_SCPI_NOTE = (
+    "Parsing (SCPI-99, on `@qnetlab`): commands are written in the manual's notation. Headers "
+    "are case-insensitive; each keyword takes its long form or its short form (the upper-case "
+    "part), nothing in between; `[...]` nodes may be left out; `[0]` is a numeric suffix that may "
+    "be left out; `{ch_id}` is a channel number (left out: 1); the leading colon is optional. "
+    "`;` joins commands: one without a leading colon continues the previous command's path, "
+    "`*XXX` common commands keep it. Numeric settings with a range take MIN, MAX and DEF, and "
+    "unit suffixes with SI multipliers converted to the unit shown (`1550NM`, `1.55UM`, `2MW` "
+    "for dBm, `200NS`, `12UA`), and their queries answer `? MIN`, `? MAX`, `? DEF`; 0/1 "
+    "settings take ON/OFF. Errors: -102 syntax, -104 data type, "
+    "-108 parameter not allowed, -109 missing parameter, -113 undefined header, -131 invalid "
+    "suffix, -222 out of range, -350 queue overflow, -410 reply discarded by a new command, "
+    "-420 read before the query was terminated. Stock `@sim` matches only the literal strings.")
+_EXACT_NOTE = ("Parsing: not SCPI. Commands match exactly as written here (case-sensitive), "
+               "as the product's own protocol does.")
+
+
 def render(name: str) -> str:
     path = Path(str(files("qnetlab.sim_instruments") / f"{name}.yaml"))
     data = yaml.load(path.read_text(), Loader=yaml.BaseLoader)
@@ -65,6 +82,7 @@ def render(name: str) -> str:
            "`python -m qnetlab.sim_instruments.reference docs/instruments`; do not edit.", ""]
     eoms = ", ".join(f"{k}: write `{v['q']!r}` / read `{v['r']!r}`" for k, v in dd["eom"].items())
     out += [f"Terminators: {eoms}.", ""]
+    out += [_SCPI_NOTE if str(dd.get("x-scpi", "")).lower() == "true" else _EXACT_NOTE, ""]
     err = dd.get("error", {})
     for q in err.get("error_queue", []):
         codes = ", ".join(f"`{v}`" for k, v in q.items() if k not in ("q", "default"))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -43,29 +42,22 @@ def lab():
     lib.reset_state()
 
 
-@pytest.fixture(params=["qnu", "pump", "fridge"])
-def driver_on_both(request, lab) -> Iterator:
-    made = []
-
-    def make(backend):
-        inst = _make(request.param, backend)
-        made.append(inst)
-        return inst
-
-    yield request.param, make
-    for inst in made:
+# Stock @sim matches literal strings only; the pump laser's YAML is written in the manual's
+# notation (``[:SOURce[0]]:WAVelength``), so on @sim it loads (tests/test_scpi.py) but no driver
+# can speak SCPI to it: the laser connects on @qnetlab only.
+@pytest.mark.parametrize(("kind", "backend"), [("qnu", "sim"), ("qnu", "qnetlab"),
+                                               ("fridge", "sim"), ("fridge", "qnetlab"),
+                                               ("pump", "qnetlab")])
+def test_driver_connects_and_snapshots_cleanly(lab, kind, backend, caplog):
+    inst = _make(kind, backend)
+    try:
+        t0 = time.perf_counter()
+        snap = inst.snapshot(update=True)
+        assert time.perf_counter() - t0 < 2.0
+        assert "Could not update" not in caplog.text
+        assert snap["name"] == inst.name and snap["parameters"]["IDN"]["value"]["vendor"]
+    finally:
         inst.close()
-
-
-@pytest.mark.parametrize("backend", ["sim", "qnetlab"])
-def test_driver_connects_and_snapshots_cleanly(driver_on_both, backend, caplog):
-    _kind, make = driver_on_both
-    inst = make(backend)
-    t0 = time.perf_counter()
-    snap = inst.snapshot(update=True)
-    assert time.perf_counter() - t0 < 2.0
-    assert "Could not update" not in caplog.text
-    assert snap["name"] == inst.name and snap["parameters"]["IDN"]["value"]["vendor"]
 
 
 def test_wavelength_and_frequency_stay_consistent(lab):
