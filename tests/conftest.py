@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
+import h5py
+import hdf5plugin
 import pytest
 import pyvisa
 from hypothesis import settings
@@ -80,3 +86,20 @@ QNU_B = "TCPIP0::qnu-bob.lab::inst0::INSTR"
 PUMP_A = "TCPIP0::pump-alice.lab::inst0::INSTR"
 FRIDGE_A = "TCPIP0::fridge-alice.lab::7777::SOCKET"
 STATION = "TCPIP0::herald-mid.lab::inst0::INSTR"
+
+
+def hdf5_refusals(data: Path) -> list[str]:
+    """Every ``*.h5`` below ``data`` that a plain h5py open (reading every dataset) or the
+    distribution's ``h5dump -H`` refuses, with the reason; empty when all read."""
+    bad = []
+    env = {**os.environ, "HDF5_PLUGIN_PATH": hdf5plugin.PLUGIN_PATH}
+    for path in sorted(data.rglob("*.h5")):
+        try:
+            with h5py.File(path, "r") as f:
+                f.visititems(lambda _n, o: o[()] if isinstance(o, h5py.Dataset) else None)
+        except Exception as exc:  # any failure to read is the finding
+            bad.append(f"{path.name}: {type(exc).__name__}: {exc}")
+        if shutil.which("h5dump") and subprocess.run(
+                ["h5dump", "-H", str(path)], env=env, capture_output=True).returncode:
+            bad.append(f"{path.name}: h5dump -H fails")
+    return bad

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -16,9 +15,9 @@ import textwrap
 import time
 from pathlib import Path
 
-import h5py
 from qcodes.instrument import Instrument
 
+from conftest import hdf5_refusals
 from qnetlab.runread import list_runs, load_run
 from qnetlab.sequences.calibration import CalibrationStore, calibrate, load_calibrated
 
@@ -98,19 +97,6 @@ def _env() -> dict[str, str]:
     return {**os.environ, "MPLBACKEND": "Agg"}
 
 
-def _unreadable_hdf5(data: Path) -> list[str]:
-    bad = []
-    for path in sorted(data.rglob("*.h5")):
-        try:
-            with h5py.File(path, "r") as f:
-                f.visititems(lambda _n, o: o[()] if isinstance(o, h5py.Dataset) else None)
-        except Exception as exc:  # any failure to read is the finding
-            bad.append(f"{path.name}: {type(exc).__name__}: {exc}")
-        if shutil.which("h5dump") and subprocess.run(
-                ["h5dump", "-H", str(path)], capture_output=True).returncode:
-            bad.append(f"{path.name}: h5dump -H fails")
-    return bad
-
 
 def _wait_for_recording(data: Path, proc: subprocess.Popen, live: bool = False,
                         timeout_s: float = 120) -> None:
@@ -140,7 +126,7 @@ def test_demos_killed_at_random_moments_leave_readable_data_and_a_rerun_succeeds
         time.sleep(delay)  # wall time: a real process, a real kill
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
-        assert _unreadable_hdf5(data) == [], f"after kill {k}"
+        assert hdf5_refusals(data) == [], f"after kill {k}"
     assert list(data.glob("runs/*/*.h5.live")), "the last kill fell outside a run"
     for run in list_runs(data):
         load_run(run["guid"], data)  # QCoDeS loads every run, with its HDF5 file if any
@@ -148,7 +134,7 @@ def test_demos_killed_at_random_moments_leave_readable_data_and_a_rerun_succeeds
                            text=True, env=_env(), timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "Traceback" not in rerun.stderr
-    assert _unreadable_hdf5(data) == []
+    assert hdf5_refusals(data) == []
     assert not list(data.glob("runs/*/*.live"))  # the rerun finalised the dead runs' files
     assert not duplicates(data)
     runs = list_runs(data)

@@ -6,7 +6,6 @@ holding everything flushed, and never touches the live file of a process still r
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -16,10 +15,10 @@ import time
 from pathlib import Path
 
 import h5py
-import hdf5plugin
 import numpy as np
 import pytest
 
+from conftest import hdf5_refusals
 from qnetlab.cli import run_cli
 from qnetlab.runread import list_runs, load_run, read_hdf5
 from qnetlab.runstore import RunStore
@@ -58,21 +57,6 @@ def sigkill(proc: subprocess.Popen) -> None:
     proc.stdout.close()
 
 
-def refusals(data: Path) -> list[str]:
-    """Every ``*.h5`` of ``data`` that a plain h5py open or ``h5dump -H`` refuses."""
-    bad = []
-    env = {**os.environ, "HDF5_PLUGIN_PATH": hdf5plugin.PLUGIN_PATH}
-    for path in sorted(data.rglob("*.h5")):
-        try:
-            with h5py.File(path, "r") as f:
-                f.visititems(lambda _n, o: o[()] if isinstance(o, h5py.Dataset) else None)
-        except Exception as exc:  # any failure to read is the finding
-            bad.append(f"{path.name}: {type(exc).__name__}: {exc}")
-        if shutil.which("h5dump") and subprocess.run(
-                ["h5dump", "-H", str(path)], env=env, capture_output=True).returncode:
-            bad.append(f"{path.name}: h5dump -H fails")
-    return bad
-
 
 def test_a_killed_writer_leaves_no_refused_h5_and_the_next_store_makes_it_whole(tmp_path):
     proc = start_writer(tmp_path)
@@ -82,7 +66,7 @@ def test_a_killed_writer_leaves_no_refused_h5_and_the_next_store_makes_it_whole(
     (live,) = tmp_path.rglob("*.h5.live")
     with pytest.raises(OSError, match=r"h5clear|already open"):  # ... because of this
         h5py.File(live, "r").close()
-    assert refusals(tmp_path) == []
+    assert hdf5_refusals(tmp_path) == []
     (row,) = list_runs(tmp_path)
     assert row["status"] == "dead" and row["hdf5"] == str(live)[: -len(".live")]
     assert row["file"] == str(live)
@@ -102,7 +86,7 @@ def test_a_killed_writer_leaves_no_refused_h5_and_the_next_store_makes_it_whole(
         [(row["guid"], "dead", proc.pid)]
     assert not list(tmp_path.rglob("*.live")) and not list((tmp_path / "runs").glob("*/.*"))
     (final,) = tmp_path.rglob("*.h5")
-    assert str(final) == row["hdf5"] and refusals(tmp_path) == []
+    assert str(final) == row["hdf5"] and hdf5_refusals(tmp_path) == []
     with h5py.File(final, "r") as f:  # an ordinary, closed file: no SWMR flag, no tail ring
         assert f.attrs["status"] == "dead" and "tails" not in f
         np.testing.assert_array_equal(f["streams/tags/time_ps"][()], flushed_tags)
@@ -132,7 +116,7 @@ def test_a_store_opening_the_directory_leaves_a_running_writers_file_alone(tmp_p
     store = RunStore(tmp_path)  # once it is dead, the same opening finalises it
     store.close()
     assert [r["status"] for r in store.recovered] == ["dead"]
-    assert not live.exists() and refusals(tmp_path) == []
+    assert not live.exists() and hdf5_refusals(tmp_path) == []
 
 
 def test_a_dead_writer_of_another_host_is_left_alone(tmp_path, monkeypatch):
@@ -157,7 +141,7 @@ def test_a_dead_writer_of_another_host_is_left_alone(tmp_path, monkeypatch):
     store.close()
     assert [r["status"] for r in store.recovered] == ["dead"]
     assert not theirs.exists() and not live.exists()
-    assert refusals(tmp_path) == []
+    assert hdf5_refusals(tmp_path) == []
 
 
 CLOSE_KILLED = textwrap.dedent("""
@@ -181,7 +165,7 @@ def test_a_kill_between_the_final_file_and_removing_the_live_one(tmp_path, capsy
     proc = subprocess.run([sys.executable, "-c", CLOSE_KILLED, str(tmp_path)], timeout=120)
     assert proc.returncode == -signal.SIGKILL
     (live,), (final,) = tmp_path.rglob("*.h5.live"), tmp_path.rglob("*.h5")
-    assert refusals(tmp_path) == []
+    assert hdf5_refusals(tmp_path) == []
     run = load_run(list_runs(tmp_path)[0]["guid"], tmp_path)
     assert run.hdf5_file == final and run.status == "completed"  # the whole file is read
     np.testing.assert_array_equal(run.streams["tags"]["time_ps"], np.arange(5000))
