@@ -174,7 +174,7 @@ def _read_hdf5_or_note(path: Path) -> dict[str, Any]:
 
 
 @contextmanager
-def _tolerating_unstarted_runs() -> Iterator[None]:
+def tolerating_unstarted_runs() -> Iterator[None]:
     """QCoDeS creates a run's row and its results table in two steps; a process killed between
     them leaves a run that QCoDeS loads with a "No raw data stored" warning. Such a run has no
     points to lose (and shows as ``dead``), so readers take it as it is."""
@@ -194,7 +194,7 @@ def load_run(ref: int | str | os.PathLike[str], data_dir: str | os.PathLike[str]
         h5 = read_hdf5(ref)
         folder = Path(h5["attrs"]["qcodes_db"]).parent
         conn = open_database(folder)
-        with exclusive(folder).hold(), _tolerating_unstarted_runs():  # read once started
+        with exclusive(folder).hold(), tolerating_unstarted_runs():  # read once started
             dataset = load_by_guid(h5["attrs"]["guid"], conn=conn)
         hdf5_path: Path | None = final_path(ref)
     else:
@@ -220,7 +220,7 @@ def load_run(ref: int | str | os.PathLike[str], data_dir: str | os.PathLike[str]
 def _load_dataset(ref: int | str, data_dir: str | os.PathLike[str] | None) -> Any:
     """The QCoDeS dataset of run id or GUID ``ref``."""
     conn = open_database(data_dir)
-    with exclusive(data_dir).hold(), _tolerating_unstarted_runs():  # read once started
+    with exclusive(data_dir).hold(), tolerating_unstarted_runs():  # read once started
         if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
             return load_by_id(int(ref), conn=conn)
         if isinstance(ref, str) and _GUID.match(ref):
@@ -257,7 +257,7 @@ def list_runs(data_dir: str | os.PathLike[str] | None = None) -> list[dict[str, 
     if not database_path(data_dir).exists():
         return []
     conn = open_database(data_dir)
-    with exclusive(data_dir).hold(), _tolerating_unstarted_runs():  # listed once started
+    with exclusive(data_dir).hold(), tolerating_unstarted_runs():  # listed once started
         rows = [_row(exp, ds) for exp in experiments(conn=conn) for ds in exp.data_sets()]
     conn.close()
     return sorted(rows, key=lambda r: r["run_id"], reverse=True)

@@ -48,7 +48,15 @@ from qcodes.utils import NumpyJSONEncoder
 from .clock import Clock
 from .datadir import data_dir as resolve_data_dir
 from .datadir import database_path, exclusive, open_database, process_identity, process_state
-from .runread import LIVE_SUFFIX, final_path, live_path, open_hdf5, run_status, stream_columns
+from .runread import (
+    LIVE_SUFFIX,
+    final_path,
+    live_path,
+    open_hdf5,
+    run_status,
+    stream_columns,
+    tolerating_unstarted_runs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -543,7 +551,8 @@ def recover_dead_runs(folder: Path, conn: Any) -> list[dict[str, Any]]:
                 done[recovered["guid"]] = recovered
         for guid in {*done, *_unfinished_guids(conn)}:
             try:
-                ds = load_by_guid(guid, conn=conn)
+                with tolerating_unstarted_runs():
+                    ds = load_by_guid(guid, conn=conn)
             except NameError:  # a file whose run is not in this database
                 continue
             row = done.get(guid) or _dead_unfinished(ds)
@@ -611,7 +620,9 @@ def _mark_ended(ds: Any, status: str) -> None:
     stays)."""
     if "qnetlab_status" not in ds.metadata:
         ds.add_metadata("qnetlab_status", status)
-    if ds.started and not ds.completed:  # a start killed early never started
+    # A start killed early never started; one killed before QCoDeS made its results table
+    # loads as an in-memory dataset, which has no ``started`` and nothing to complete.
+    if getattr(ds, "started", False) and not ds.completed:
         ds.mark_completed()
 
 

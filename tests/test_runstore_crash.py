@@ -18,6 +18,7 @@ import pytest
 
 from qnetlab.cli import run_cli
 from qnetlab.runread import list_runs, load_run, read_hdf5
+from qnetlab.runstore import RunStore
 
 BURST = textwrap.dedent("""
     import sys, time, numpy as np
@@ -203,3 +204,24 @@ def test_kills_at_random_moments_leave_every_file_and_run_readable(tmp_path):
             out = subprocess.run([h5dump, "-H", str(path)], env=env, capture_output=True,
                                  timeout=60)
             assert out.returncode == 0, out.stderr
+
+
+def test_a_run_killed_before_its_results_table_is_finalised_as_dead(tmp_path):
+    """QCoDeS creates a run's row and its results table in two steps; a process killed between
+    them leaves a run that QCoDeS loads as an in-memory dataset with a "No raw data stored"
+    warning. Opening the directory, listing and --clean-dead take it as a dead run."""
+    from qcodes.dataset import load_or_create_experiment, new_data_set
+
+    from qnetlab.datadir import open_database
+
+    conn = open_database(tmp_path)
+    exp = load_or_create_experiment("qnetlab", sample_name="s", conn=conn)
+    guid = new_data_set("killed_between_steps", exp_id=exp.exp_id, conn=conn).guid
+    conn.execute("UPDATE runs SET result_table_name=NULL WHERE guid=?", (guid,))
+    conn.commit()
+    conn.close()
+    with RunStore(tmp_path) as store:  # pytest turns the QCoDeS warning into an error
+        assert [r["guid"] for r in store.recovered] == [guid]
+    assert [(r["name"], r["status"]) for r in list_runs(tmp_path)] == [
+        ("killed_between_steps", "dead")]
+    assert run_cli(["--data", str(tmp_path), "runs", "--clean-dead"]) == 0
