@@ -104,7 +104,6 @@ class QnetlabVisaInstrument(GuardedParsers, DriverIO, Recovery, SafetySettings, 
         self._debug = False
         super().__init__(name, address, **kwargs)
         self._debug = self.visa_log.isEnabledFor(logging.DEBUG)
-        self._setup_lean_io()
         self.error_reporting.drain(self)  # start from an empty error queue
         self._print_connect = print_connect_message
         self.recovery = recovery

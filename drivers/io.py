@@ -110,9 +110,11 @@ class DriverIO:
             handle.timeout = timeout
 
     def set_terminator(self, terminator: str | None) -> None:
+        """Set the terminators and the lean I/O that uses them (QCoDeS's ``VisaInstrument``
+        calls this as soon as the session is open, so the I/O works from then on, also inside
+        a QCoDeS driver's ``__init__`` that a qnetlab driver inherits too)."""
         super().set_terminator(terminator)
-        if getattr(self, "_wterm", None) is not None:
-            self._setup_lean_io()
+        self._setup_lean_io()
 
     def _map_visa_error(self, exc: pyvisa.VisaIOError, cmd: str) -> Exception:
         if exc.error_code == _TIMEOUT:
