@@ -68,6 +68,7 @@ class Context:
         self.station = DEMO_STATION
         self.debug = False
         self.data_option: str | None = None
+        self.profile: str | None = None  # --profile: the simulated labs' device profile
         self._data: Path | None = None
         self.library_errors = _LastLibraryError()
 
@@ -163,12 +164,49 @@ def _check_visalib(path: Path, name: str, spec: dict[str, Any]) -> None:
         f"{package}`")
 
 
+def _keep_profile(click_ctx: click.Context, _param: click.Parameter, value: str | None
+                  ) -> str | None:
+    if value is not None:
+        click_ctx.ensure_object(Context).profile = value
+    return value
+
+
+def _profile_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--profile NAME``: the device profile the station's simulated labs run."""
+    from qnetlab.sim_instruments.physics.profiles import DEFAULT_PROFILE, PROFILES
+
+    return click.option(
+        "--profile", type=click.Choice(sorted(PROFILES)), default=None, expose_value=False,
+        callback=_keep_profile, is_eager=True,
+        help=f"Device profile of the simulated lab (default: the lab file's, else "
+             f"{DEFAULT_PROFILE}).")(command)
+
+
+def _use_profile(path: Path, profile: str | None) -> None:
+    """Put every simulated lab of the station on ``profile`` before anything is brought up."""
+    if profile is None:
+        return
+    import pyvisa
+    import yaml
+
+    raw = yaml.safe_load(path.read_text()) or {}
+    labs = {str((spec.get("init") or {}).get("visalib") or "")
+            for spec in (raw.get("instruments") or {}).values() if isinstance(spec, dict)}
+    labs = {v for v in labs if v.endswith("@qnetlab")}
+    if not labs:
+        raise click.BadParameter(f"{profile!r} needs a simulated (@qnetlab) station; "
+                                 f"{path.name} has none", param_hint="--profile")
+    for visalib in sorted(labs):
+        pyvisa.ResourceManager(visalib).visalib.use_profile(profile)
+
+
 def _bring_up(ctx: Context, calibrated: bool = True) -> tuple[Any, Any]:
     """(bundle, calibration store or None): the station up, calibration applied if asked."""
     from qnetlab import stations
     from qnetlab.sequences.calibration import load_calibrated
 
     path = _station_path(ctx.station)
+    _use_profile(path, ctx.profile)
     if calibrated:
         return load_calibrated(path, ctx.data)
     return stations.load(path), None
@@ -292,6 +330,7 @@ def _first_link(station: str) -> str:
 @click.option("--pairs", default=2000, show_default=True, type=click.IntRange(100, 100_000),
               help="Pairs for tomography and for CHSH.")
 @click.option("--report/--no-report", default=True, help="Write the HTML report.")
+@_profile_option
 @pass_ctx
 def demo(ctx: Context, pairs: int, report: bool) -> None:
     """Bring the simulated link up, calibrate it, generate and verify entanglement.
@@ -382,6 +421,7 @@ def _demo_report(ctx: Context, store: Any, bundle: Any, cal: Any, result: Any,
 @click.option("--force", is_flag=True, help="Measure every node even if fresh.")
 @click.option("--approve", "approve", type=int, multiple=True, metavar="RECORD",
               help="Approve a held update (and the others held with it), then stop.")
+@_profile_option
 @pass_ctx
 def calibrate_cmd(ctx: Context, targets: tuple[str, ...], force: bool,
                   approve: tuple[int, ...]) -> None:
@@ -449,6 +489,7 @@ def _finite(_ctx: click.Context, _param: click.Parameter, value: float) -> float
               type=click.FloatRange(*MAX_TIME_S), help="Lab seconds the request may take.")
 @click.option("--min-fidelity", default=0.5, show_default=True, type=click.FloatRange(0, 1),
               help="Fidelity the pairs must reach (needs bases X,Y,Z; 0: no requirement).")
+@_profile_option
 @click.pass_context
 def entangle(click_ctx: click.Context, link: str | None, pairs: int, protocol: str | None,
              bases: tuple[str, ...], max_time: float, min_fidelity: float) -> None:
@@ -495,7 +536,10 @@ def entangle(click_ctx: click.Context, link: str | None, pairs: int, protocol: s
 def _entangle_verdict(gen: Any, min_fidelity: float, measures_fidelity: bool,
                       max_time: float) -> None:
     """Print what a generation delivered and its verdict; NotDelivered when it fell short."""
-    from qnetlab.sequences.entanglement.verification import fidelity_estimate
+    from qnetlab.sequences.entanglement.verification import (
+        entanglement_verdict,
+        fidelity_estimate,
+    )
 
     click.echo(f"{len(gen)} of {gen.requested} pairs on {gen.link} ({gen.protocol}, request "
                f"{gen.state}) at {gen.rate_hz:.1f} heralds/s; run {gen.run_guid}")
@@ -507,6 +551,8 @@ def _entangle_verdict(gen: Any, min_fidelity: float, measures_fidelity: bool,
         f, err, reason = fidelity_estimate(gen)
         click.echo("fidelity to the heralded Bell state: "
                    f"{plus_minus(f, err) if reason is None else reason}")
+        if reason is None:
+            click.echo(entanglement_verdict(f, err).line())
         if min_fidelity > 0 and reason is not None:
             short.append(f"fidelity not verified against the requested {min_fidelity:g}")
         elif min_fidelity > 0 and f < min_fidelity:

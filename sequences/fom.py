@@ -28,7 +28,9 @@ JITTER_SIGMA_S = 20e-12 / 2.3548  # SNSPD timing jitter (20 ps FWHM), docs/physi
 class LinkBudget:
     """Everything between the transducer's output and a click, plus the coherence budget."""
 
-    collection: float = 0.055  # transducer output to the node's fiber
+    # transducer output to the node's fiber: Meesala 2024's 0.055 without their detectors' 0.83
+    # (the detectors are counted once, by ``detector_efficiency``)
+    collection: float = 0.055 / 0.83
     detector_efficiency: float = 0.9
     fiber_loss_db_per_km: float = 0.2
     fiber_delay_s_per_km: float = 5e-6
@@ -74,6 +76,15 @@ def best_alpha(eta: float, noise: float, coherence: float, dark: float,
         if f >= target_fidelity and (best is None or p > best[1]):
             best = (alpha, p, f)
     return best
+
+
+def max_fidelity_alpha(eta: float, noise: float, coherence: float, dark: float
+                       ) -> tuple[float, float, float]:
+    """(alpha, p, F) with the highest mean fidelity: the best a device can do when no alpha
+    reaches the target (the fidelity of a noisy device peaks at an intermediate alpha)."""
+    alphas = np.arange(1, 500) / 1000
+    rows = [(a, *single_click(a, eta, noise, coherence, dark)) for a in alphas]
+    return max(rows, key=lambda r: r[2])
 
 
 def window_acceptance(window_s: float | None, photon_sigma_s: float) -> float:
