@@ -66,24 +66,32 @@ def single_click(alpha: float, eta: float, noise: float, coherence: float,
     return total, (p_signal * f_true + p_false * f_false) / total
 
 
+def _alphas(alpha_max: float) -> np.ndarray:
+    """The bright-state populations tried: 0.001 steps up to ``alpha_max`` (at most 0.499)."""
+    return np.arange(1, round(min(alpha_max, 0.499) * 1000) + 1) / 1000
+
+
 def best_alpha(eta: float, noise: float, coherence: float, dark: float,
-               target_fidelity: float) -> tuple[float, float, float] | None:
-    """Largest-rate ``alpha`` reaching ``target_fidelity``: (alpha, p, F), or None."""
+               target_fidelity: float, alpha_max: float = 0.499
+               ) -> tuple[float, float, float] | None:
+    """Largest-rate ``alpha`` (up to ``alpha_max``) reaching ``target_fidelity``: (alpha, p, F),
+    or None."""
     best = None
-    for i in range(1, 500):
-        alpha = i / 1000
+    for alpha in _alphas(alpha_max):
+        alpha = float(alpha)
         p, f = single_click(alpha, eta, noise, coherence, dark)
         if f >= target_fidelity and (best is None or p > best[1]):
             best = (alpha, p, f)
     return best
 
 
-def max_fidelity_alpha(eta: float, noise: float, coherence: float, dark: float
-                       ) -> tuple[float, float, float]:
-    """(alpha, p, F) with the highest mean fidelity: the best a device can do when no alpha
-    reaches the target (the fidelity of a noisy device peaks at an intermediate alpha)."""
-    alphas = np.arange(1, 500) / 1000
-    rows = [(a, *single_click(a, eta, noise, coherence, dark)) for a in alphas]
+def max_fidelity_alpha(eta: float, noise: float, coherence: float, dark: float,
+                       alpha_max: float = 0.499) -> tuple[float, float, float]:
+    """(alpha, p, F) with the highest mean fidelity (alpha up to ``alpha_max``): the best a
+    device can do when no alpha reaches the target (the fidelity of a noisy device peaks at an
+    intermediate alpha)."""
+    rows = [(float(a), *single_click(float(a), eta, noise, coherence, dark))
+            for a in _alphas(alpha_max)]
     return max(rows, key=lambda r: r[2])
 
 

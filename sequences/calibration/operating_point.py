@@ -50,6 +50,7 @@ class PumpOperatingPoint(Calibration):
     repeats: int = 16  # fresh readings at the chosen point (unbiased efficiency and noise)
     target_fidelity: float = 0.7
     thermal_budget_k: float = 0.012
+    fidelity_tolerance: float = 0.01  # fidelity given up for rate when the target is out of reach
     budget: LinkBudget = LinkBudget()
     quantities: ClassVar[dict[str, Quantity]] = {
         "pump_power_dbm": Quantity("dBm", apply=set_pump_power),
@@ -117,6 +118,7 @@ class PumpOperatingPoint(Calibration):
         eta_chain = self.budget.chain(fiber)
         swap = ctx.live("swap_contrast", target) or 1.0
         p_min, p_max = pump.power.vals._min_value, pump.power.vals._max_value
+        alpha_max = float(inst["qnu"].qubit.alpha.vals._max_value)
         powers = [p for p in self.powers_dbm if p_min <= p <= p_max]
         grid = sorted(((p, w) for p in powers for w in self.widths_s),
                       key=lambda pw: 10 ** (pw[0] / 10) * (pw[1] * rate_hz if pw[1] else 1.0))
@@ -136,7 +138,8 @@ class PumpOperatingPoint(Calibration):
                 eff, noise = self._measure(inst)
                 duty = width * rate_hz if width > 0 else 1.0
                 t_mxc = math.sqrt(base_k**2 + heating * 10 ** (power / 10) * 1e-3 * duty)
-                alpha, p, fid, reached = self._point(eff * swap * eta_chain, noise, coherence)
+                alpha, p, fid, reached = self._point(eff * swap * eta_chain, noise, coherence,
+                                                     alpha_max)
                 cool = t_mxc <= self.thermal_budget_k
                 rate = p * rate_hz if cool and reached else 0.0
                 rows.append((power, width, eff, noise, t_mxc, alpha, p * rate_hz, fid, rate))
@@ -157,27 +160,32 @@ class PumpOperatingPoint(Calibration):
                        coop.r_squared),
                 Update("expected_fidelity", fid), Update("expected_rate_hz", rate)]
 
-    def _point(self, eta: float, noise: float, coherence: float
+    def _point(self, eta: float, noise: float, coherence: float, alpha_max: float
                ) -> tuple[float, float, float, bool]:
         """(alpha, herald probability, fidelity, target reached) at one scan point: the
-        highest-rate alpha reaching the target fidelity, else the highest-fidelity alpha."""
-        best = best_alpha(eta, noise, coherence, self.budget.dark_click, self.target_fidelity)
+        highest-rate alpha reaching the target fidelity, else the highest-fidelity alpha (both
+        within the QNU's alpha limit)."""
+        dark = self.budget.dark_click
+        best = best_alpha(eta, noise, coherence, dark, self.target_fidelity, alpha_max)
         if best is not None:
             return (*best, True)
-        alpha, p, fid = max_fidelity_alpha(eta, noise, coherence, self.budget.dark_click)
+        alpha, p, fid = max_fidelity_alpha(eta, noise, coherence, dark, alpha_max)
         return alpha, p, fid, False
 
     def _choose(self, table: np.ndarray) -> int:
         """Row of the chosen point: the highest rate at the target fidelity inside the thermal
-        budget; if no point reaches the target, the highest fidelity inside the budget."""
+        budget. If no point reaches the target: the highest rate among the points within
+        ``fidelity_tolerance`` of the best fidelity reachable inside the budget (near its
+        noise floor a device's fidelity hardly changes while its rate does)."""
         if np.any(table[:, 8] > 0):
             return int(np.argmax(table[:, 8]))
         cool = (table[:, 4] <= self.thermal_budget_k) & np.isfinite(table[:, 7])
         if not np.any(cool):
             raise CalibrationFailed(f"no operating point stays inside "
                                     f"{self.thermal_budget_k * 1e3:.0f} mK")
-        fid = np.where(cool, table[:, 7], -np.inf)
-        i = int(np.argmax(fid))
+        best = np.max(table[cool, 7])
+        near = cool & (table[:, 7] >= best - self.fidelity_tolerance)
+        i = int(np.argmax(np.where(near, table[:, 6], -np.inf)))
         table[i, 8] = table[i, 6]  # the rate the chosen point gives, at its own fidelity
         return i
 

@@ -13,7 +13,8 @@ Formulas (docs/physics.md §1.1):
 - added noise from the pump-induced hot bath ``n_hot = s 1.1 n_c^0.3`` (Ren 2020; ``s`` the
   profile's ``hot_bath_scale``, 1 for the published law), which turns on
   with ``tau_on = 740 ns`` (Meenehan 2015) so short pulses heat less, plus the thermal occupation
-  at the mixing-chamber temperature; input-referred ``N_add = n_bath (1 - eta_e) / eta_e``.
+  at the mixing-chamber temperature; input-referred ``N_add = n_bath (1 - eta_e) / eta_e``, plus
+  a profile's pump-independent floor (today's devices, with its source).
   Longer pulses convert more and heat more: pulse length is a trade-off the calibration makes.
 """
 
@@ -109,6 +110,7 @@ class Transducer:
     hot_bath_exponent: float = k_.HOT_BATH_EXPONENT
     hot_bath_scale: float = 1.0
     hot_bath_turn_on_s: float = k_.HOT_BATH_TURN_ON_S
+    added_noise_floor: float = 0.0  # pump-independent share of N_add (a profile's, with reason)
 
     @property
     def kappa_hz(self) -> float:
@@ -178,8 +180,10 @@ class Transducer:
         return hot + thermal_occupation(self.mw_frequency_hz(bias_ma), mxc_k)
 
     def added_noise(self, pump: PumpState, mxc_k: float, bias_ma: float) -> float:
-        """Input-referred added noise photons ``N_add = n_bath (1 - eta_e) / eta_e``."""
-        return self.bath_occupation(pump, mxc_k, bias_ma) * (1 - self.eta_e) / self.eta_e
+        """Input-referred added noise photons ``N_add = n_bath (1 - eta_e) / eta_e`` plus the
+        profile's floor."""
+        return (self.bath_occupation(pump, mxc_k, bias_ma) * (1 - self.eta_e) / self.eta_e
+                + self.added_noise_floor)
 
     def heat_load_w(self, pump: PumpState) -> float:
         """Average pump power dissipated on the mixing chamber."""

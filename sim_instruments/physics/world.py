@@ -91,6 +91,7 @@ class Node:
             hot_bath_exponent=p.hot_bath_exponent,
             hot_bath_scale=p.hot_bath_scale,
             hot_bath_turn_on_s=p.hot_bath_turn_on_s,
+            added_noise_floor=p.added_noise_floor,
         )
 
     @property
