@@ -171,6 +171,12 @@ def _keep_profile(click_ctx: click.Context, _param: click.Parameter, value: str 
     return value
 
 
+def _profile_names() -> list[str]:
+    from qnetlab.sim_instruments.physics.profiles import PROFILES
+
+    return list(PROFILES)
+
+
 def _profile_option(command: Callable[..., Any]) -> Callable[..., Any]:
     """``--profile NAME``: the device profile the station's simulated labs run."""
     from qnetlab.sim_instruments.physics.profiles import DEFAULT_PROFILE, PROFILES
@@ -625,6 +631,51 @@ def _calibration_rows(topology: Any, store: Any, now: float) -> list[tuple[str, 
         rows.append((name, st.last_outcome, f"{(now - st.last_success) / 3600:.2f} h", timeout,
                      "fresh" if graph.fresh(key, states, now) else "STALE"))
     return rows
+
+
+@main.command()
+@click.option("--profile", "profile_name", default=None,
+              type=click.Choice(sorted(_profile_names())),
+              help="Device profile (default: the lab's, else target-2030).")
+@click.option("--calibrated", is_flag=True,
+              help="Start from the station's calibrated first link instead of the profile's "
+                   "own operating point.")
+@click.option("--factor", default=2.0, show_default=True, type=click.FloatRange(min=1.0),
+              help="Improvement applied to each parameter alone.")
+@click.option("--fiber-km", default=2.0, show_default=True, type=click.FloatRange(min=0.0),
+              help="Fiber on each side of the heralding station (profile point).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the figure (PNG).")
+@pass_ctx
+def roadmap(ctx: Context, profile_name: str | None, calibrated: bool, factor: float,
+            fiber_km: float, out: Path | None) -> None:
+    """What would it take: fidelity and rate against single-parameter improvements."""
+    from qnetlab.sequences import roadmap as rm
+    from qnetlab.sim_instruments.physics.profiles import get_profile
+
+    profile = get_profile(profile_name)
+    if calibrated:
+        from qnetlab import stations
+        from qnetlab.sequences.calibration import CalibrationStore
+
+        topology = stations.read_topology(_station_path(ctx.station))
+        link = topology.links[_first_link(ctx.station)]
+        point = rm.calibrated_point(CalibrationStore(ctx.data).as_dict(), tuple(link.nodes),
+                                    link.herald, max(link.fiber_km), profile)
+        where = f"{ctx.station} as calibrated ({profile.name} for what is not calibrated)"
+    else:
+        point = rm.profile_point(profile, fiber_km)
+        where = f"profile {profile.name}, {fiber_km:g} km + {fiber_km:g} km"
+    result = rm.roadmap(point, factor)
+    rate, fid = result["now"]
+    best, alpha, best_rate = result["best"]
+    click.echo(f"{where}: {rate:.3g} heralds/s at F = {fid:.3f} (alpha {point.alpha:.3f}); "
+               f"best F = {best:.3f} at alpha {alpha:.3f} ({best_rate:.3g} /s)")
+    click.echo(_text_table(rm.table(result), ("parameter", f"rate, {factor:g}x better",
+                                              "F change", "to F > 0.5", "to Bell F > 0.78")))
+    if out is not None:
+        rm.figure(result, where).savefig(out, dpi=100)
+        click.echo(f"figure: {out}")
 
 
 @main.command()
