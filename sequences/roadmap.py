@@ -1,8 +1,8 @@
 """What would it take: how a device's fidelity and herald rate change when one parameter improves.
 
-A :class:`DevicePoint` is a single-click link at one operating point: a device profile at the
-point its calibration would choose (:func:`profile_point`), or a calibrated lab
-(:func:`calibrated_point`). :func:`sensitivity` improves each parameter by a factor ``k``
+A :class:`DevicePoint` is a single-click link at one operating point, e.g. a calibrated lab
+(:func:`calibrated_point`; ``qnetlab roadmap --profile NAME`` calibrates the simulated lab on a
+device profile first). :func:`sensitivity` improves each parameter by a factor ``k``
 (efficiency, collection and coherence times ``k``; added noise, its heating share, dark counts
 and fiber length over ``k``; detector and visibility losses ``1 - x`` over ``k``) and reports
 fidelity and rate at the point's ``alpha``; :func:`smallest_improvement` finds the least ``k``
@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from qnetlab.sequences.fom import LinkBudget, best_alpha, max_fidelity_alpha, single_click
+from qnetlab.sequences.fom import LinkBudget, max_fidelity_alpha, single_click
 
 ENTANGLED = 0.5
 BELL = (1 + 3 / math.sqrt(2)) / 4  # F above which a Werner-like state violates CHSH
@@ -152,80 +152,30 @@ def roadmap(point: DevicePoint, factor: float = 2.0) -> dict[str, Any]:
     }
 
 
-def profile_point(profile: Any, fiber_km: float = 2.0, t: float = 0.0) -> DevicePoint:
-    """A profile at the operating point its calibration would choose, from the simulated
-    device's own formulas (nominal couplings, pump on the conversion sideband, qubit matched).
-    Pump power x pulse length x alpha are scanned as ``pump_operating_point`` scans them."""
-    from qnetlab.sequences.calibration.operating_point import PumpOperatingPoint
-    from qnetlab.sim_instruments.physics.world import Node
-
-    cal = PumpOperatingPoint
-    node = Node("roadmap", 0, profile=profile)
-    node.bias_ma = _matched_bias(node, t)
-    node.pump.output_on = node.pump.shutter_open = True
-    res = node.transducer(t).resonance_m
-    node.pump.wavelength_m = 299_792_458.0 / (299_792_458.0 / res - node.qubit_hz)
-    dark = 2 * profile.snspd_dark_hz * 200e-9
-    base = DevicePoint(0.0, 0.0, profile.added_noise_floor, profile.collection,
-                       profile.snspd_efficiency, dark, profile.qubit_t2_s, profile.visibility,
-                       profile.phase_noise_rad, fiber_km, 0.1)
-    best: tuple[float, DevicePoint] | None = None
-    for power in cal.powers_dbm:
-        for width in cal.widths_s:
-            node.pump.power_dbm = power
-            node.pump.pulse_s = width or None
-            point = replace(base, efficiency=node.conversion_efficiency(t),
-                            added_noise=node.added_noise(t))
-            score = _score(point, cal.target_fidelity)
-            if best is None or score > best[0]:
-                best = (score, point)
-    assert best is not None
-    point = best[1]
-    _, alpha, _ = point.best_fidelity()
-    eta, noise, coherence = point.terms()
-    hit = best_alpha(eta, noise, coherence, point.dark_click, cal.target_fidelity)
-    return replace(point, alpha=hit[0] if hit else alpha)
-
-
-def _score(point: DevicePoint, target: float) -> float:
-    """Calibration's order of preference: rate at the target fidelity, else (negative, so
-    below every point that reaches it) the best fidelity."""
-    eta, noise, coherence = point.terms()
-    hit = best_alpha(eta, noise, coherence, point.dark_click, target)
-    if hit is not None:
-        return hit[1]
-    return point.best_fidelity()[0] - 1.0
-
-
-def _matched_bias(node: Any, t: float) -> float:
-    """Flux bias that puts the node's microwave mode on its qubit."""
-    xd = node.transducer(t)
-    ratio = min(1.0, (node.qubit_hz / xd.mw_fmax_hz) ** 2)
-    return xd.bias_offset_ma + xd.mw_period_ma / math.pi * math.acos(ratio)
-
-
 def calibrated_point(cal: Mapping[str, Mapping[str, float]], nodes: tuple[str, str],
-                     station: str, fiber_km: float, profile: Any) -> DevicePoint:
+                     station: str, fiber_km: float, t2_s: float, noise_floor: float = 0.0,
+                     budget: LinkBudget | None = None) -> DevicePoint:
     """A calibrated link (the calibration store's ``as_dict``): efficiency x swap contrast,
     added noise, alpha (means of the two nodes), the station's detector efficiency and dark
-    clicks; what the calibration does not measure (T2, visibility, phase noise, the noise
-    floor, collection) from ``profile``."""
+    clicks; collection, visibility and phase noise from the lab's ``budget``; the memory's
+    ``t2_s`` as read; ``noise_floor`` the added noise that is not pump heating, if known."""
     def mean(key: str, default: float | None = None) -> float:
-        values = [cal[n].get(key, default) for n in nodes]
+        values = [cal.get(n, {}).get(key, default) for n in nodes]
         if None in values:
             raise ValueError(f"the calibration has no {key} for {' and '.join(nodes)}: run "
                              "`qnetlab calibrate` first")
         return float(sum(values)) / 2  # type: ignore[arg-type]
 
+    b = budget or LinkBudget()
     herald = cal.get(station, {})
     return DevicePoint(
         efficiency=mean("efficiency") * mean("swap_contrast", 1.0),
-        added_noise=mean("added_noise"), noise_floor=profile.added_noise_floor,
-        collection=profile.collection,
-        detector_efficiency=float(herald.get("detector_efficiency", profile.snspd_efficiency)),
-        dark_click=float(herald.get("dark_click_probability", 4e-6)),
-        t2_s=profile.qubit_t2_s, visibility=profile.visibility,
-        phase_noise_rad=profile.phase_noise_rad, fiber_km=fiber_km, alpha=mean("alpha"))
+        added_noise=mean("added_noise"), noise_floor=min(noise_floor, mean("added_noise")),
+        collection=b.collection,
+        detector_efficiency=float(herald.get("detector_efficiency", b.detector_efficiency)),
+        dark_click=float(herald.get("dark_click_probability", b.dark_click)),
+        t2_s=t2_s, visibility=b.visibility, phase_noise_rad=b.phase_noise_rad,
+        fiber_km=fiber_km, alpha=mean("alpha"))
 
 
 def table(result: Mapping[str, Any]) -> list[tuple[str, str, str, str, str]]:
