@@ -407,6 +407,7 @@ def _demo_report(ctx: Context, store: Any, bundle: Any, cal: Any, result: Any,
         ("Summary", reports.table(rows, ("quantity", "value"))),
         ("Calibration", reports.table(cal_rows, ("node", "status", "detail"))),
         ("Figures", "".join(reports.image(p, p.stem) for p in figures)),
+        _roadmap_section(bundle, store, result.tomography_run.link),
     ]
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
     return reports.write(ctx.data / "reports" / f"demo_{stamp}.html",
@@ -625,6 +626,34 @@ def _calibration_rows(topology: Any, store: Any, now: float) -> list[tuple[str, 
     return rows
 
 
+ROADMAP_HEADER = ("parameter", "rate, 2x better", "F change", "to F > 0.5", "to Bell F > 0.78")
+
+
+def _link_point(bundle: Any, store: Any, link_name: str, noise_floor: float = 0.0) -> Any:
+    """The calibrated link as the roadmap sees it (memory T2 read from the QNUs)."""
+    from qnetlab.sequences import roadmap as rm
+
+    link = bundle.topology.links[link_name]
+    t2 = [bundle.node(n)["qnu"].qubit.t2() for n in link.nodes]
+    return rm.calibrated_point(store.as_dict(), tuple(link.nodes), link.herald,
+                               max(link.fiber_km), sum(t2) / len(t2), noise_floor)
+
+
+def _roadmap_section(bundle: Any, store: Any, link_name: str) -> tuple[str, str]:
+    """The demo report's "what would it take": each parameter 2x better alone."""
+    import io
+
+    from qnetlab import report as reports
+    from qnetlab.sequences import roadmap as rm
+
+    result = rm.roadmap(_link_point(bundle, store, link_name))
+    png = io.BytesIO()
+    rm.figure(result, f"link {link_name}: each parameter 2x better, alone").savefig(
+        png, format="png", dpi=90)
+    return ("What would it take", reports.table(rm.table(result), ROADMAP_HEADER)
+            + reports.image(png.getvalue(), "roadmap"))
+
+
 @main.command(name="roadmap")
 @click.option("--factor", default=2.0, show_default=True, type=click.FloatRange(min=1.0),
               help="Improvement applied to each parameter alone.")
@@ -645,10 +674,7 @@ def roadmap_cmd(ctx: Context, factor: float, noise_floor: float, out: Path | Non
         if not report.ok:
             click.echo(report.table())
             raise click.ClickException("calibration did not complete; see the table above")
-        link = bundle.topology.links[link_name]
-        t2 = [bundle.node(n)["qnu"].qubit.t2() for n in link.nodes]
-        point = rm.calibrated_point(store.as_dict(), tuple(link.nodes), link.herald,
-                                    max(link.fiber_km), sum(t2) / len(t2), noise_floor)
+        point = _link_point(bundle, store, link_name, noise_floor)
     finally:
         bundle.close()
     result = rm.roadmap(point, factor)

@@ -190,14 +190,12 @@ def table(result: Mapping[str, Any]) -> list[tuple[str, str, str, str, str]]:
 
 def figure(result: Mapping[str, Any], title: str) -> Any:
     """Bar charts: rate ratio and fidelity change per parameter for the k-fold improvement."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # outside pyplot: no backend is forced
 
     rows = result["sensitivity"]
     names = [r.parameter for r in rows]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    fig = Figure(figsize=(10, 4))
+    axes = fig.subplots(1, 2, sharey=True)
     axes[0].barh(names, [r.rate_ratio for r in rows])
     axes[0].axvline(1.0, color="k", lw=0.8)
     axes[0].set(xlabel=f"rate ratio ({rows[0].factor:g}x better)", xscale="log")

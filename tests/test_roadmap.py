@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -169,3 +170,14 @@ def test_roadmap_on_the_command_line(sim_lab, qnetlab_data_dir, tmp_path, capsys
     err = capsys.readouterr().err.splitlines()
     assert err[-1].startswith("qnetlab: error:") and "sota-2025" in err[-1]
     assert "Traceback" not in "\n".join(err)
+
+
+def test_the_demo_report_shows_what_it_would_take(sim_lab, qnetlab_data_dir, capsys):
+    sim_lab("link")
+    assert run_cli(["--data", str(qnetlab_data_dir), "demo", "--pairs", "500"]) == 0
+    out = capsys.readouterr().out
+    path = next(ln.split(": ", 1)[1] for ln in out.splitlines() if ln.startswith("report: "))
+    html = Path(path).read_text()
+    section = html[html.index("What would it take"):]
+    assert "to Bell F &gt; 0.78" in section and "added noise" in section
+    assert 'alt="roadmap"' in section
