@@ -4,8 +4,10 @@
 A profile fixes what a lab cannot tune: the transducer's couplings, readout and heating, the
 optics after it, the detectors, the fiber and the memory. What the lab *does* tune (pump power,
 pulse length, bright-state population, detector bias) is chosen by the calibration for the
-device in hand. Select a profile with ``x-lab: {profile: NAME}`` in a lab file, the pytest
-plugin's ``--qnetlab-profile``, or ``qnetlab --profile NAME`` (which sets ``QNETLAB_PROFILE``).
+device in hand. Select a profile with ``x-lab: {profile: NAME}`` in a lab file (and so in a
+station on that lab file), the pytest plugin's ``--qnetlab-profile`` (or
+``sim_lab(name, profile=NAME)``), or ``qnetlab demo|calibrate|entangle|roadmap --profile NAME``
+(which puts the station's simulated labs on it, ``QnetlabVisaLibrary.use_profile``).
 
 Tags (docs/physics.md): *measured* (a published measurement), *design* (a published design or
 a value derived from measured ones) or *target* (an assumption about a future device, with its
@@ -14,13 +16,10 @@ reason). Facts and sources: the research notes, physics.md ("Device profiles").
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field, fields
 
 #: the profile of a lab file without ``profile:`` (the built-in behaviour, a target device)
 DEFAULT_PROFILE = "target-2030"
-#: environment variable that overrides every lab file's profile (``qnetlab --profile``)
-PROFILE_ENV = "QNETLAB_PROFILE"
 
 ELECTRO_OPTIC = "electro-optic"
 PIEZO_OPTOMECHANICAL = "piezo-optomechanical"
@@ -188,6 +187,6 @@ def get_profile(name: str | None) -> DeviceProfile:
 
 
 def lab_profile(config_profile: str | None, chosen: str | None = None) -> DeviceProfile:
-    """A lab's profile: ``chosen`` (a test's), else ``$QNETLAB_PROFILE`` (the command line's),
-    else the lab file's ``profile:``, else the default."""
-    return get_profile(chosen or os.environ.get(PROFILE_ENV) or config_profile)
+    """A lab's profile: ``chosen`` (a test's or the command line's), else the lab file's
+    ``profile:``, else the default."""
+    return get_profile(chosen or config_profile)

@@ -260,7 +260,7 @@ class Lab:
         self.clock = clock or VirtualClock()
         self.seed = int(seed if seed is not None else config.get("seed", 0))
         self.name = str(config.get("name", "lab"))
-        #: the device profile (``x-lab: {profile: ...}``, overridden by ``$QNETLAB_PROFILE``)
+        #: the device profile (``profile`` if given, else ``x-lab: {profile: ...}``)
         self.profile = lab_profile(config.get("profile"), profile)
         self.nodes: dict[str, Node] = {
             n: Node(n, self.seed, profile=self.profile) for n in _as_list(config.get("nodes", []))
@@ -324,7 +324,8 @@ class Lab:
         and reports only; the fridge entry is always the present state)."""
         now = self.sync()
         t = now if at is None else at
-        out: dict[str, Any] = {"t": t, "nodes": {}, "stations": {}, "links": {}}
+        out: dict[str, Any] = {"t": t, "profile": self.profile.name, "nodes": {},
+                               "stations": {}, "links": {}}
         for n, node in self.nodes.items():
             out["nodes"][n] = {
                 "resonance_nm": node.resonance_m(t) * 1e9,
