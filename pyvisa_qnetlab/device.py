@@ -373,6 +373,15 @@ class PhysDevice(Device):
             self.write(data)
         return len(data), StatusCode.success
 
+    def take_reply(self, session: Any) -> tuple[bytes, float] | None:
+        """The next whole reply queued for ``session`` and the lab time it is ready at, or
+        None (the served lab sends it once its paced clock reaches that time)."""
+        with self.lock:
+            out, ready = session._qnetlab_out, session._qnetlab_ready
+            if not out:
+                return None
+            return bytes(out.popleft()), ready.popleft()
+
     def scpi_status_byte(self) -> int:
         """``*STB?`` (IEEE 488.2): bit 2 error queue not empty, 4 reply waiting, 5 ESR & ESE."""
         stb = 0
