@@ -156,6 +156,7 @@ class PhysDevice(Device):
     _sessions: weakref.WeakSet
     _pending_error: tuple[str, str] | None
     _defaults: list[tuple[Property, Any]]
+    _shared_errors: dict[str, list[bytes]]  # the error queues of sessions without their own
 
     # --- matching ------------------------------------------------------------------------
     def _match(self, query: bytes) -> Any:
@@ -227,10 +228,17 @@ class PhysDevice(Device):
             else:
                 queue._queue.append(message)
 
-    def clear_status(self) -> None:
-        """``*CLS``: empty the error queues and status registers."""
+    def clear_status(self, every_session: bool = False) -> None:
+        """``*CLS``: empty the error queues (this session's; ``every_session``: all of them, as a
+        reset does) and status registers."""
         for queue in self._error_queues.values():
-            queue.clear()
+            queue._queue.clear()  # in place: the list may be a session's own
+        if every_session:
+            lists = [*self._shared_errors.values()]
+            lists += [q for sess in self._sessions
+                      for q in (getattr(sess, "_qnetlab_errors", None) or {}).values()]
+            for errors in lists:
+                errors.clear()
         for register in self._status_registers.values():
             register.clear()
 
@@ -327,9 +335,17 @@ class PhysDevice(Device):
         session._qnetlab_generation = self.faults.generation
         self._sessions.add(session)
 
+    def own_error_queues(self, session: Any) -> None:
+        """Give ``session`` error queues of its own (a served lab's client connection: a
+        product keeps one per connection); other sessions share the device's."""
+        session._qnetlab_errors = {name: [] for name in self._error_queues}
+
     def _use(self, session: Any) -> None:
         self._output_buffers = session._qnetlab_out
         self._ready_at = session._qnetlab_ready
+        own = getattr(session, "_qnetlab_errors", None)
+        for name, queue in self._error_queues.items():
+            queue._queue = own[name] if own is not None else self._shared_errors[name]
 
     def session_ok(self, session: Any) -> bool:
         f = self.faults
@@ -425,7 +441,7 @@ class PhysDevice(Device):
                 else:
                     prop._value = default
             self.clear_output()
-            self.clear_status()
+            self.clear_status(every_session=True)
 
 
 def _bind(model: Any, name: str, where: str) -> Callable[..., Any]:
@@ -463,6 +479,7 @@ def promote(
     dev.query_error_reply = to_bytes(qerr) if qerr else None
     scpi = str(device_dict.get("x-scpi", "")).lower() == "true"  # the loader keeps strings
     dev.scpi = compile_device(device_dict) if scpi else None
+    dev._shared_errors = {name: queue._queue for name, queue in dev._error_queues.items()}
     dev._defaults = []
     for prop in dev._properties.values():
         prop.__class__ = HookedProperty

@@ -56,6 +56,15 @@ class FaultInjector:
                 if "power_on" in register._error_map:
                     register.set("power_on")
 
+    def reboot(self, resource: str, down_s: float) -> None:
+        """The instrument restarts: its connections drop (on a served lab the sockets are
+        reset), it is unreachable for ``down_s`` of lab time, then answers again with its
+        power-on defaults and the PON bit set, as after :meth:`power_cycle`."""
+        if not down_s >= 0:
+            raise ValueError(f"reboot: down_s={down_s!r} must be a number >= 0")
+        self.disconnect(resource, duration_s=down_s)
+        self.power_cycle(resource)
+
     def excursion(self, node: str, power_w: float, duration_s: float,
                   start_in_s: float = 0.0) -> None:
         """A heat pulse of ``power_w`` on ``node``'s mixing chamber (fridge temperature excursion)."""

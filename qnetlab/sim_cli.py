@@ -25,9 +25,9 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 def station_template(lab_path: str) -> dict[str, Any]:
     """The bundled simulated station file whose instruments open ``lab_path`` (parsed): it
     names each resource's driver and the topology. ClickException if none does."""
+    from pyvisa_qnetlab import resolve_lab_path
     from qnetlab import stations
     from qnetlab.sim_server.station import uses_lab
-    from pyvisa_qnetlab import resolve_lab_path
 
     for name in stations.available():
         template = yaml.safe_load(stations.station_file(name).read_text()) or {}

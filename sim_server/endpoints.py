@@ -54,7 +54,9 @@ class InstrumentEndpoint:
                 sid, _ = self.library.open(self._rm, self.resource)
             except errors.VisaIOError as exc:
                 raise ConnectionRefusedError(f"{self.resource}: {exc.description}") from None
-            return self.library.sessions[sid], sid
+            session = self.library.sessions[sid]
+            self.device.own_error_queues(session)
+            return session, sid
 
     def alive(self, session: Any) -> bool:
         with self.library.lock:

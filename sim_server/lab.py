@@ -159,6 +159,13 @@ class ServedLab:
         raise KeyError(f"resource {resource!r} is not served (served: "
                        f"{[s.resource for s in self.resources]})")
 
+    def resource_at(self, address: str) -> str:
+        """The lab file resource served at ``address`` (e.g. a station instrument's)."""
+        for served in self.resources:
+            if served.address == address:
+                return served.resource
+        raise KeyError(f"{address!r} is not an address of this served lab")
+
     @property
     def faults(self) -> Any:
         """The lab's fault injector (``library.faults``): acts on the sockets too."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import select
 import socket
 import struct
 import threading
@@ -144,10 +145,20 @@ class Connection:
         except ConnectionResetError:
             return False
         for data, ready in replies:
-            wait = self.pacer.wall_until(ready)
-            if wait > 0 and self.stop.wait(wait):
-                return True  # shutting down: the reply is never sent
+            while (wait := self.pacer.wall_until(ready)) > 0:
+                if self.stop.is_set() or self._interrupted(min(wait, POLL_S)):
+                    return True  # shutting down, or a new message: the reply is dropped
+                if not endpoint.alive(self.session):
+                    return False
             if not endpoint.alive(self.session):
                 return False
             self.sock.sendall(data)
         return True
+
+    def _interrupted(self, wait_s: float) -> bool:
+        """Wait up to ``wait_s`` for a reply that is not due yet; True if the client sent a new
+        message meanwhile. The late reply is then dropped, as a device clear drops it
+        in-process: a client that timed out and asks again gets the answer to its new
+        question, not the stale one."""
+        readable, _, _ = select.select([self.sock], [], [], wait_s)
+        return bool(readable)
