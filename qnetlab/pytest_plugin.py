@@ -244,7 +244,7 @@ def served_lab(request: pytest.FixtureRequest, qnetlab_seed: int,
     marker = request.node.get_closest_marker("qnetlab_served")
     name = marker.args[0] if marker and marker.args else "link"
     speed = float((marker.kwargs if marker else {}).get("speed", DEFAULT_SERVED_SPEED))
-    lab_path = resolve_lab_path(lab_spec(name) if name in LABS else name)
+    lab_path = resolve_lab_path((lab_spec(name) if name in LABS else name).removesuffix("@qnetlab"))
     template = station_template(lab_path)
     served = ServedLab(lab_path, speed=speed, declared_ports=False, seed=qnetlab_seed)
     with served:

@@ -32,26 +32,33 @@ class ServedResource:
         return f"TCPIP0::127.0.0.1::{self.port}::SOCKET"
 
 
+def _int_option(resource: str, key: str, value: Any, low: int, high: int, allowed: str) -> int:
+    """An ``x-serve`` integer (pyvisa-sim's loader keeps scalars as strings), range-checked."""
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        number = None
+    if isinstance(value, bool) or number is None or not low <= number <= high:
+        raise ValueError(f"{resource}: x-serve.{key}={value!r}: must be {allowed}")
+    return number
+
+
 def _max_clients(resource: str, options: dict[str, Any]) -> int | None:
     value = options.get("max_clients")
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{resource}: x-serve.max_clients={value!r}: must be an integer >= 1")
-    return value
+    return _int_option(resource, "max_clients", value, 1, 1 << 30, "an integer >= 1")
 
 
 def _bind(resource: str, declared: Any, next_port: list[int] | None) -> Any:
     """A listening socket: the declared port when free, else the next free one from
     ``--port-base`` (``next_port``), else any free port."""
     if declared is not None:
-        if isinstance(declared, bool) or not isinstance(declared, int) or not 0 < declared < 65536:
-            raise ValueError(f"{resource}: x-serve.port={declared!r}: must be a TCP port "
-                             "1..65535")
+        port = _int_option(resource, "port", declared, 1, 65535, "a TCP port 1..65535")
         try:
-            return listen(declared)
+            return listen(port)
         except OSError:
-            log.info("%s: port %d is taken, assigning another", resource, declared)
+            log.info("%s: port %d is taken, assigning another", resource, port)
     while next_port is not None and next_port[0] < 65536:
         port = next_port[0]
         next_port[0] += 1
