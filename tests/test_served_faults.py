@@ -92,7 +92,7 @@ def test_reboot_closes_the_socket_and_comes_back_with_defaults_then_settings_rea
 
 def test_reboot_longer_than_the_recovery_policy_fails_cleanly(served_lab, qnu):
     served_lab.faults.reboot(resource(served_lab, qnu), down_s=1e6)
-    with pytest.raises(RecoveryFailed, match="measure_time|XDUC:MEAS:TIME"):
+    with pytest.raises(RecoveryFailed, match=r"measure_time|XDUC:MEAS:TIME"):
         qnu.transducer.measure_time()
 
 
