@@ -4,8 +4,39 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 if TYPE_CHECKING:
     from .library import QnetlabVisaLibrary
+
+
+class Faults:
+    """Per-device fault state (lab-time based)."""
+
+    def __init__(self) -> None:
+        self.clear()
+        self.generation = 0  # bumped on disconnect: sessions opened before are dead
+
+    def clear(self) -> None:
+        self.reply_delay_s = 0.0
+        self.delay_count: int | None = None
+        self.garble_count = 0
+        self.offline_until: float | None = None
+        self.offline = False
+
+    def on_reply(self, reply: bytes, rng: np.random.Generator) -> tuple[bytes, float]:
+        """(the reply as it leaves, its delay in lab seconds): a pending delay or garbling
+        is applied, and counted down."""
+        delay = 0.0
+        if self.reply_delay_s > 0 and (self.delay_count is None or self.delay_count > 0):
+            delay = self.reply_delay_s
+            if self.delay_count is not None:
+                self.delay_count -= 1
+        if self.garble_count > 0:
+            self.garble_count -= 1
+            junk = rng.integers(33, 127, size=max(2, len(reply) // 2), dtype=np.uint8)
+            reply = bytes(junk) + reply[len(reply) // 2:]
+        return reply, delay
 
 
 class FaultInjector:
