@@ -145,13 +145,15 @@ class Connection:
         except ConnectionResetError:
             return False
         for data, ready in replies:
+            waited = False
             while (wait := self.pacer.wall_until(ready)) > 0:
+                waited = True
                 if self.stop.is_set() or self._interrupted(min(wait, POLL_S)):
                     return True  # shutting down, or a new message: the reply is dropped
                 if not endpoint.alive(self.session):
                     return False
-            if not endpoint.alive(self.session):
-                return False
+            if waited and not endpoint.alive(self.session):
+                return False  # dropped while the reply was due
             self.sock.sendall(data)
         return True
 
