@@ -1,16 +1,18 @@
 """Issue 11 §4: the whole link, calibrated and verified over real sockets.
 
-``qnetlab sim serve`` runs the link lab in a process of its own at 1000x real time; the station
+``qnetlab sim serve`` runs the link lab in a process of its own at 2000x real time; the station
 file it writes (hardware-style: ``@py``, raw sockets, the served lab clock) is brought up like
 any hardware station, and the full link calibration and entanglement verification run over TCP.
 The same seed is run in-process on ``@qnetlab``; both must agree within statistics.
 
-Tolerances: quantities estimated from counts (fidelity, visibility, phase, detector delays,
-herald rate) agree within 4 combined standard errors. The operating point drifts with lab time
-(the transducer's resonance and the qubit's swap wander, physics.md), and a served run spends
-more lab time than an in-process one (lab time passes while bytes travel: one millisecond of
-wall time is a lab second at 1000x), so resonance, bias and swap amplitude get an allowance for
-drift stated beside each.
+Tolerances: quantities estimated from counts (fidelity, visibility, detector delays) agree
+within 4 combined standard errors. The lab drifts with lab time (the transducer's resonance and
+the qubit's swap wander, the link phase diffuses by 0.05 rad per square-root hour, physics.md),
+and a served run spends more lab time than an in-process one (lab time passes while bytes
+travel: one millisecond of wall time is two lab seconds at 2000x), so resonance, bias and swap
+amplitude get the absolute allowance stated beside each, and the phase 4 rms of its diffusion
+over the difference in lab time. The herald rate follows the pump power and pulse width the
+calibration picks from a scan, which may land one step apart: 15 % on top of 4 standard errors.
 """
 
 from __future__ import annotations
@@ -31,10 +33,11 @@ from qnetlab.runstore import RunStore
 from qnetlab.sequences.calibration import CalibrationStore, calibrate
 from qnetlab.sequences.entanglement import verify
 
-SPEED = 1000
+SPEED = 2000
 PAIRS = 500
 DRIFT = {"resonance_nm": 0.005, "bias_ma": 0.01, "swap_amplitude": 0.04}  # absolute allowances
-STATISTICAL = ("phase_rad", "visibility", "det1_delay_ps", "det2_delay_ps")
+STATISTICAL = ("visibility", "det1_delay_ps", "det2_delay_ps")
+PHASE_DIFFUSION_RAD_PER_SQRT_H = 0.05
 
 
 def link_run(bundle, data: Path) -> dict:
@@ -48,6 +51,7 @@ def link_run(bundle, data: Path) -> dict:
     figures["fidelity"] = (result.tomography.fidelity, result.tomography.fidelity_err)
     rate = (heralds.size - 1) / float(heralds[-1] - heralds[0])  # in the lab's own time
     figures["herald_rate_hz"] = (rate, rate / math.sqrt(heralds.size))
+    figures["lab_time_s"] = bundle.clock.now()
     runs.close()
     return figures
 
@@ -100,6 +104,13 @@ def test_link_calibrated_and_verified_over_sockets_matches_in_process(
         for key in [k for k in served if isinstance(k, tuple) and k[0] == quantity]:
             close(key)
     close("fidelity")
-    close("herald_rate_hz")
+    hours = abs(served["lab_time_s"] - local["lab_time_s"]) / 3600
+    (phase_s, e_s), (phase_l, e_l) = served[("phase_rad", "ab")], local[("phase_rad", "ab")]
+    wrapped = abs((phase_s - phase_l + math.pi) % (2 * math.pi) - math.pi)
+    assert wrapped <= 4 * math.hypot(e_s, e_l) + 4 * PHASE_DIFFUSION_RAD_PER_SQRT_H * \
+        math.sqrt(hours), f"phase: served {phase_s} +- {e_s}, in-process {phase_l} +- {e_l}"
+    rate = local["herald_rate_hz"][0]
+    close("herald_rate_hz", 4 * math.hypot(served["herald_rate_hz"][1],
+                                           local["herald_rate_hz"][1]) + 0.15 * rate)
     assert served["fidelity"][0] > 0.5 and np.isfinite(served["herald_rate_hz"][0])
     assert wall < 90, f"the served run took {wall:.0f} s of wall time"
