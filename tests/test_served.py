@@ -279,3 +279,40 @@ def test_stop_closes_every_socket_and_thread_even_with_clients_connected(tmp_pat
         with socket.socket() as s:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind(("127.0.0.1", port))
+
+
+# --- the station's clock entry ---------------------------------------------------------------
+
+
+def edited_station(served_lab, tmp_path: Path, edit) -> Path:
+    raw = yaml.safe_load(served_lab.station_file.read_text())
+    edit(raw["instruments"])
+    path = tmp_path / "edited.station.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda i: i["lab_clock"]["init"].pop("port"),
+     r"edited.station.yaml: instruments.lab_clock.init: needs host and port"),
+    (lambda i: i.update(clock2=dict(i["lab_clock"])),
+     r"edited.station.yaml: more than one qnetlab.clock.ServedClock entry"),
+])
+def test_bad_clock_entry_is_one_line_and_touches_no_instrument(served_lab, tmp_path, edit,
+                                                               message):
+    path = edited_station(served_lab, tmp_path, edit)
+    with pytest.raises(stations.TopologyError, match=message):
+        stations.load(path)
+    assert served_lab.served.connections() == 0
+
+
+def test_without_clock_entry_a_station_on_the_served_lab_runs_on_wall_time(served_lab,
+                                                                             tmp_path):
+    """As on hardware: no entry, real time (the drivers know nothing of the served clock)."""
+    path = edited_station(served_lab, tmp_path, lambda i: i.pop("lab_clock"))
+    bundle = stations.load(path)
+    try:
+        assert not isinstance(bundle.clock, ServedClock)
+        assert bundle.clock.now() == pytest.approx(time.time(), abs=5)
+    finally:
+        bundle.close()
