@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from qnetlab.clock import ServedClock
 from qnetlab.drivers import QnetlabQNU
 
 SPEED = 10_000.0  # lab seconds per wall second: a 20 s tag recording takes 2 ms
@@ -52,8 +53,8 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
-def _qnu(spec: dict, name: str) -> QnetlabQNU:
-    return QnetlabQNU(name, spec["address"], visalib="@py", timeout=30,
+def _qnu(spec: dict, name: str, clock: ServedClock | None = None) -> QnetlabQNU:
+    return QnetlabQNU(name, spec["address"], visalib="@py", timeout=30, clock=clock,
                       print_connect_message=False)
 
 
@@ -103,7 +104,9 @@ def binary_1m_ms(instruments: dict, rounds: int = 3) -> float:
     of a 21 s recording, ``TAG:STR:TIME? 0,1000000``: an IEEE-488.2 block of 8 MB read to its
     declared length by the driver's binary reader), best of 3; the recording itself is not
     timed."""
-    qnu = _qnu(instruments["herald_mid"], "bench_served_herald")
+    clock = instruments["lab_clock"]["init"]
+    qnu = _qnu(instruments["herald_mid"], "bench_served_herald",
+               ServedClock(clock["host"], clock["port"]))  # waits in the served lab's time
     try:
         qnu.tagger.record(21.0)
         best = float("inf")
