@@ -154,8 +154,19 @@ class Connection:
                     return False
             if waited and not endpoint.alive(self.session):
                 return False  # dropped while the reply was due
-            self.sock.sendall(data)
+            self._send(data)
         return True
+
+    def _send(self, data: bytes) -> None:
+        """Send all of ``data`` however slowly the client reads it (a large block to a busy
+        client), until the server stops."""
+        view = memoryview(data)
+        while view and not self.stop.is_set():
+            try:
+                sent = self.sock.send(view)
+            except TimeoutError:
+                continue
+            view = view[sent:]
 
     def _interrupted(self, wait_s: float) -> bool:
         """Wait up to ``wait_s`` for a reply that is not due yet; True if the client sent a new

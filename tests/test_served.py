@@ -316,3 +316,24 @@ def test_without_clock_entry_a_station_on_the_served_lab_runs_on_wall_time(serve
         assert bundle.clock.now() == pytest.approx(time.time(), abs=5)
     finally:
         bundle.close()
+
+
+def test_a_large_block_reaches_a_client_that_reads_it_slowly(served_lab):
+    """8 MB of tags to a client that waits before reading: the server keeps sending (a busy
+    client is not dropped), and the block arrives whole."""
+    port = port_of(served_lab.served, "herald-mid")
+    with connect(port) as sock:
+        ask(sock, b"TAG:REC:DUR 21\nTAG:REC:STAR\n*OPC?\n")
+        time.sleep(21.0 / served_lab.speed + 0.05)
+        assert ask(sock, b"TAG:REC:STAT?\n") == b"DONE\n"
+        sock.sendall(b"TAG:STR:TIME? 0,1000000\n")
+        time.sleep(0.5)  # the server's socket buffer fills; it must wait, not give up
+        header = sock.recv(2)
+        digits = int(header[1:2])
+        length = int(sock.recv(digits))
+        body = b""
+        while len(body) < length + 1:
+            chunk = sock.recv(1 << 20)
+            assert chunk, "the server closed mid-block"
+            body += chunk
+        assert length == 8_000_000 and body.endswith(b"\n")
