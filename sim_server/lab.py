@@ -184,4 +184,4 @@ class ServedLab:
 
     def connections(self) -> int:
         """Open client connections (all addresses)."""
-        return sum(1 for a in self._addresses for c in a.connections if c.thread.is_alive())
+        return sum(1 for a in self._addresses for c in list(a.connections) if c.thread.is_alive())
