@@ -6,6 +6,7 @@ knows nothing of qnetlab, pyvisa-py (``@py``) where qnetlab's drivers and statio
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import socket
@@ -260,19 +261,24 @@ def test_stop_closes_every_socket_and_thread_even_with_clients_connected(tmp_pat
     threads, fds = set(threading.enumerate()), open_fds()
     served = ServedLab(lab).start()
     clients = [connect(r.port) for r in served.resources]
-    for sock in clients:
-        sock.sendall(b"*IDN?\n")
     rm = pyvisa.ResourceManager("@py")
-    inst = rm.open_resource(served.resources[0].address, read_termination="\n",
-                            write_termination="\n")
-    assert "QNU" in inst.query("*IDN?")
-    ports = [r.port for r in served.resources] + [served.clock_port]
-    served.stop()
-    for sock in clients:
-        assert sock.recv(4096) is not None  # the server side is gone: EOF or the reply
-        sock.close()
-    inst.close()
-    rm.close()
+    try:
+        for sock in clients:
+            sock.sendall(b"*IDN?\n")
+        inst = rm.open_resource(served.resources[0].address, read_termination="\n",
+                                write_termination="\n")
+        assert "QNU" in inst.query("*IDN?")
+        ports = [r.port for r in served.resources] + [served.clock_port]
+        served.stop()
+        for sock in clients:  # the server side is gone: the reply then EOF, or a reset
+            with contextlib.suppress(ConnectionResetError):
+                while sock.recv(4096):
+                    pass
+        inst.close()
+    finally:
+        for sock in clients:
+            sock.close()
+        rm.close()
     assert set(threading.enumerate()) <= threads
     assert open_fds() <= fds
     for port in ports:  # every port is free again
