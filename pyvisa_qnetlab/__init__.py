@@ -7,7 +7,7 @@ opens a lab file whose instruments share one physical world; the same files load
 
 from qnetlab.sim_instruments.protocol import InstrumentRefusal, ieee_block
 
-from .library import QnetlabVisaLibrary, library_for, resolve_lab_path
+from .library import QnetlabVisaLibrary, library_for, private_library, resolve_lab_path
 
 WRAPPER_CLASS = QnetlabVisaLibrary
 
@@ -17,5 +17,6 @@ __all__ = [
     "QnetlabVisaLibrary",
     "ieee_block",
     "library_for",
+    "private_library",
     "resolve_lab_path",
 ]

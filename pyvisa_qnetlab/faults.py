@@ -4,8 +4,39 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 if TYPE_CHECKING:
     from .library import QnetlabVisaLibrary
+
+
+class Faults:
+    """Per-device fault state (lab-time based)."""
+
+    def __init__(self) -> None:
+        self.clear()
+        self.generation = 0  # bumped on disconnect: sessions opened before are dead
+
+    def clear(self) -> None:
+        self.reply_delay_s = 0.0
+        self.delay_count: int | None = None
+        self.garble_count = 0
+        self.offline_until: float | None = None
+        self.offline = False
+
+    def on_reply(self, reply: bytes, rng: np.random.Generator) -> tuple[bytes, float]:
+        """(the reply as it leaves, its delay in lab seconds): a pending delay or garbling
+        is applied, and counted down."""
+        delay = 0.0
+        if self.reply_delay_s > 0 and (self.delay_count is None or self.delay_count > 0):
+            delay = self.reply_delay_s
+            if self.delay_count is not None:
+                self.delay_count -= 1
+        if self.garble_count > 0:
+            self.garble_count -= 1
+            junk = rng.integers(33, 127, size=max(2, len(reply) // 2), dtype=np.uint8)
+            reply = bytes(junk) + reply[len(reply) // 2:]
+        return reply, delay
 
 
 class FaultInjector:
@@ -55,6 +86,15 @@ class FaultInjector:
             for register in dev._status_registers.values():
                 if "power_on" in register._error_map:
                     register.set("power_on")
+
+    def reboot(self, resource: str, down_s: float) -> None:
+        """The instrument restarts: its connections drop (on a served lab the sockets are
+        reset), it is unreachable for ``down_s`` of lab time, then answers again with its
+        power-on defaults and the PON bit set, as after :meth:`power_cycle`."""
+        if not down_s >= 0:
+            raise ValueError(f"reboot: down_s={down_s!r} must be a number >= 0")
+        self.disconnect(resource, duration_s=down_s)
+        self.power_cycle(resource)
 
     def excursion(self, node: str, power_w: float, duration_s: float,
                   start_in_s: float = 0.0) -> None:

@@ -96,7 +96,7 @@ class QnetlabVisaLibrary(SimVisaLibrary):
             rng = _device_rng(self.lab_config, i)
             promote(device, dd, self.lock, self.clock, rng)
             self._resources[canonical] = {"device": device, "dict": dd, "bind": rdict.get(
-                "x-bind") or default_bind}
+                "x-bind") or default_bind, "serve": dict(rdict.get("x-serve") or {})}
         return devices
 
     def _build_lab(self, seed: int | None, profile: str | None = None) -> None:
@@ -133,6 +133,11 @@ class QnetlabVisaLibrary(SimVisaLibrary):
 
     def model(self, resource: str) -> Any:
         return self.device(resource).model
+
+    def serve_options(self) -> dict[str, dict[str, Any]]:
+        """Each resource's ``x-serve`` entry of the lab file (``{port: N, max_clients: 1}``),
+        in file order; ``{}`` where the file gives none (the served lab's defaults)."""
+        return {name: dict(info["serve"]) for name, info in self._resources.items()}
 
     def resources_for(self, **binding: str) -> list[str]:
         """Resource names whose ``x-bind`` matches, e.g. ``resources_for(node="alice")``."""
@@ -191,6 +196,30 @@ def _device_rng(config: dict[str, Any], index: int):
     import numpy as np
 
     return np.random.default_rng([int(config.get("seed", 0)), 7919, index])
+
+
+def private_library(lab: str) -> QnetlabVisaLibrary:
+    """A lab of its own: a new world for ``lab`` that no ResourceManager shares.
+
+    ``library_for`` and ``ResourceManager("...@qnetlab")`` hand every caller the same world of
+    a lab file; a served lab (``qnetlab.sim_server``) needs one of its own, so that a test can
+    serve the link lab and run it in-process side by side. pyvisa's registry and the keep-alive
+    table are left as they were."""
+    path = LibraryPath(resolve_lab_path(lab), "user specified")
+    key = (QnetlabVisaLibrary, path)
+    registry = QnetlabVisaLibrary._registry
+    shared, kept = registry.pop(key, None), _KEEP_ALIVE.get(str(path))
+    try:
+        lib = QnetlabVisaLibrary(path)
+    finally:
+        registry.pop(key, None)
+        if shared is not None:
+            registry[key] = shared
+        if kept is not None:
+            _KEEP_ALIVE[str(path)] = kept
+        else:
+            _KEEP_ALIVE.pop(str(path), None)
+    return lib  # type: ignore[return-value]
 
 
 def library_for(lab: str) -> QnetlabVisaLibrary:

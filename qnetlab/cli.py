@@ -29,6 +29,7 @@ import click
 from click.core import ParameterSource
 
 from .datadir import data_dir as resolve_data_dir
+from .sim_cli import sim as sim_group
 from .uncertain import plus_minus
 
 DEMO_STATION = "sim_link"
@@ -764,6 +765,9 @@ def _find_run(run: str, data: Path) -> Any:
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return text or type(exc).__name__
+
+
+main.add_command(sim_group)  # `qnetlab sim serve` (qnetlab/sim_cli.py)
 
 
 def run_cli(argv: list[str] | None = None,

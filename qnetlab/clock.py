@@ -8,6 +8,8 @@ simulate in seconds, and tests are deterministic.
 
 from __future__ import annotations
 
+import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -137,6 +139,102 @@ class VirtualClock:
 
     def on_advance(self, listener: Callable[[float], None]) -> None:
         self._listeners.append(listener)
+
+
+class ServedClock:
+    """The time of a lab served over TCP (``qnetlab sim serve --speed N``), for a station that
+    drives it over real sockets: ``now`` follows the served lab's clock, ``sleep(dt)`` waits
+    ``dt / N`` wall seconds, alarms (:meth:`every`) fire every period of lab time.
+
+    It reads the served lab's clock socket once (``:SYSTem:TIME?``, ``:SYSTem:SPEed?``) and then
+    runs on the local monotonic clock at the same speed, as the server paces its lab. The
+    served lab's station file names it (entry ``lab_clock``); ``qnetlab.stations.load`` makes it
+    the station's clock. Hardware stations have no such entry and keep :class:`WallClock`.
+    ``is_virtual`` is True: lab time is not wall time (the watchdog then uses its alarms).
+    """
+
+    is_virtual = True
+
+    def __init__(self, host: str, port: int, timeout_s: float = 5.0) -> None:
+        if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
+            raise ValueError(f"ServedClock: port={port!r} must be a TCP port 1..65535")
+        self.host, self.port, self.timeout_s = str(host), port, float(timeout_s)
+        self._last = float("-inf")
+        self._lock = threading.Lock()
+        self.sync()
+
+    def _ask(self, sock: socket.socket, query: str) -> str:
+        sock.sendall(query.encode("ascii") + b"\n")
+        reply = b""
+        while not reply.endswith(b"\n"):
+            chunk = sock.recv(256)
+            if not chunk:
+                raise ConnectionError("closed by the server")
+            reply += chunk
+        return reply.decode("ascii").strip()
+
+    def sync(self) -> None:
+        """Read the served lab's time and speed again (at construction; after a restart)."""
+        where = f"served lab clock at {self.host}:{self.port}"
+        try:
+            with socket.create_connection((self.host, self.port), self.timeout_s) as sock:
+                speed = float(self._ask(sock, ":SYSTem:SPEed?"))
+                sent = time.monotonic()
+                lab = float(self._ask(sock, ":SYSTem:TIME?"))
+                received = time.monotonic()
+        except (OSError, ValueError) as exc:
+            raise ConnectionError(f"{where}: not reachable ({exc})") from None
+        if not speed > 0:
+            raise ConnectionError(f"{where}: speed {speed!r} is not > 0")
+        with self._lock:
+            self.speed = speed
+            self._lab0, self._wall0 = lab, (sent + received) / 2
+
+    def now(self) -> float:
+        with self._lock:
+            t = self._lab0 + self.speed * (time.monotonic() - self._wall0)
+            self._last = max(self._last, t)  # never backwards, even after a sync
+            return self._last
+
+    def sleep(self, seconds: float) -> None:
+        if not seconds >= 0:
+            raise ValueError(f"sleep: seconds={seconds!r} must be a number >= 0")
+        time.sleep(seconds / self.speed)
+
+    def every(self, period: float, callback: Callable[[float], None]) -> ThreadAlarm:
+        """Call ``callback(t)`` every ``period`` seconds of lab time from now, on a thread of
+        its own; returns the alarm (``.cancel()`` stops and joins it)."""
+        if not period > 0:
+            raise ValueError(f"every: period={period!r} must be a number > 0")
+        return ThreadAlarm(self, float(period), callback)
+
+
+class ThreadAlarm:
+    """A periodic call in lab time on a clock that follows wall time (:class:`ServedClock`)."""
+
+    def __init__(self, clock: ServedClock, period: float,
+                 callback: Callable[[float], None]) -> None:
+        self.clock, self.period, self.callback = clock, period, callback
+        self.due = clock.now() + period
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="qnetlab-alarm", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(max(0.0, (self.due - self.clock.now()) / self.clock.speed)):
+            try:
+                self.callback(self.clock.now())
+            except Exception:  # as the hardware watchdog thread: report, keep polling
+                logging.getLogger("qnetlab.clock").exception("alarm callback failed")
+            self.due += self.period
+            if self.due <= self.clock.now():  # the callback took longer than a period
+                self.due = self.clock.now() + self.period
+
+    def cancel(self) -> None:
+        """Stop calling; safe to call twice, also from the callback."""
+        self._stop.set()
+        if threading.current_thread() is not self._thread:
+            self._thread.join()
 
 
 def clock_of(visalib: object) -> Clock:

@@ -10,7 +10,12 @@ After ``pip install qnetlab`` these fixtures are available in any test suite:
 - ``qnetlab_profile``: the device profile of the labs and stations above
   (``--qnetlab-profile sota-2025|target-2030``; default: each lab file's ``x-lab: profile``);
 - ``qnetlab_data_dir``: a temporary data directory (also exported as ``QNETLAB_DATA``);
-- ``qnetlab_store``: a :class:`~qnetlab.runstore.RunStore` in that directory.
+- ``qnetlab_store``: a :class:`~qnetlab.runstore.RunStore` in that directory;
+- ``served_lab``: a lab served over TCP on free ports of 127.0.0.1 (``qnetlab sim serve`` in
+  the test's process): :class:`ServedLabFixture` with the station file that reaches it over
+  ``@py`` and each resource's address; the lab is ``link`` at speed 1000 unless the test is
+  marked ``@pytest.mark.qnetlab_served("node", speed=100)``. Every socket and thread is
+  closed when the test ends.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import yaml
 
 DEFAULT_SEED = 20261126
 DEFAULT_STATION = "sim_link"
+DEFAULT_SERVED_SPEED = 1000.0
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -39,6 +45,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "qnetlab_station(name): station file the sim_station fixture brings up")
+    config.addinivalue_line(
+        "markers", "qnetlab_served(lab, speed=1000): lab (and speed) the served_lab fixture serves")
 
 
 @dataclass
@@ -104,6 +112,31 @@ class SimStation:
 
     def instrument(self, name: str) -> Any:
         return self.bundle.instrument(name)
+
+
+@dataclass
+class ServedLabFixture:
+    """A lab served over TCP for a test: the server, its station file and its addresses."""
+
+    served: Any  # qnetlab.sim_server.ServedLab
+    station_file: Path
+
+    @property
+    def faults(self) -> Any:
+        """Faults over the wire (``library.faults``: delay, disconnect, garble, reboot ...)."""
+        return self.served.faults
+
+    @property
+    def speed(self) -> float:
+        return self.served.speed
+
+    def address_of(self, resource: str) -> str:
+        """The ``TCPIP0::127.0.0.1::<port>::SOCKET`` address of a lab file resource."""
+        return self.served.address_of(resource)
+
+    def truth(self) -> dict[str, Any]:
+        """The served world's hidden truth (for assertions; drivers cannot see it)."""
+        return self.served.library.lab.truth()
 
 
 def _library(spec: str) -> Any:
@@ -223,3 +256,40 @@ def sim_station(request: pytest.FixtureRequest, qnetlab_seed: int,
         _close_instruments_on({id(lab.library)})
         lab.profile = None
         lab.reset()
+
+
+@pytest.fixture
+def served_lab(request: pytest.FixtureRequest, qnetlab_seed: int,
+               tmp_path: Path) -> Iterator[ServedLabFixture]:
+    from pyvisa_qnetlab import resolve_lab_path
+    from qnetlab.sim_cli import station_template, station_yaml
+    from qnetlab.sim_instruments import LABS, lab_spec
+    from qnetlab.sim_server import ServedLab
+
+    marker = request.node.get_closest_marker("qnetlab_served")
+    name = marker.args[0] if marker and marker.args else "link"
+    speed = float((marker.kwargs if marker else {}).get("speed", DEFAULT_SERVED_SPEED))
+    lab_path = resolve_lab_path((lab_spec(name) if name in LABS else name).removesuffix("@qnetlab"))
+    template = station_template(lab_path)
+    served = ServedLab(lab_path, speed=speed, declared_ports=False, seed=qnetlab_seed)
+    with served:
+        path = tmp_path / "served.station.yaml"
+        path.write_text(station_yaml(served, template, name))
+        try:
+            yield ServedLabFixture(served, path)
+        finally:
+            _close_instruments_at(path)
+
+
+def _close_instruments_at(station: Path) -> None:
+    """Close the QCoDeS instruments a test left open on the served lab's addresses (before
+    the server goes, so that no client is left on a dead socket)."""
+    from qcodes.instrument import Instrument
+
+    raw = yaml.safe_load(station.read_text())
+    addresses = {str(s.get("address")) for s in raw["instruments"].values()
+                 if isinstance(s, dict) and s.get("address")}
+    for name in list(Instrument._all_instruments):
+        inst = Instrument._all_instruments.get(name)
+        if inst is not None and getattr(inst, "address", None) in addresses:
+            inst.close()

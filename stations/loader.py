@@ -13,12 +13,13 @@ import yaml
 from qcodes.instrument import Instrument
 from qcodes.station import Station
 
-from qnetlab.clock import Clock, WallClock
+from qnetlab.clock import Clock, ServedClock, WallClock
 
 from .lock import InstrumentLock, acquire, hardware_addresses
 from .topology import Topology, TopologyError, parse_topology
 
 TOPOLOGY_TYPE = "qnetlab.stations.topology.NetworkTopology"
+SERVED_CLOCK_TYPE = "qnetlab.clock.ServedClock"
 FIBER_TOLERANCE_KM = 1e-3
 
 
@@ -120,10 +121,32 @@ def read_topology(path: Path) -> Topology:
 
 def _shared_clock(station: Station, path: Path) -> Clock:
     clocks = {id(c.clock): c.clock for c in station.components.values() if hasattr(c, "clock")}
+    if all(isinstance(c, WallClock) for c in clocks.values()):
+        return WallClock()  # hardware: each driver's real time is the same time
     if len(clocks) > 1:
         raise TopologyError(f"{path.name}: instruments run on different clocks (mixed VISA "
                             "libraries); a station is one lab with one clock")
     return next(iter(clocks.values()), WallClock())
+
+
+def served_clock(path: Path) -> tuple[str | None, Clock | None]:
+    """(entry name, clock) of a station file's ``type: qnetlab.clock.ServedClock`` entry (the
+    station of a lab served by ``qnetlab sim serve``), or (None, None): the entry is not an
+    instrument, it makes the station's clock follow the served lab's time."""
+    entries = {n: s for n, s in _instruments(path).items()
+               if isinstance(s, dict) and s.get("type") == SERVED_CLOCK_TYPE}
+    if not entries:
+        return None, None
+    if len(entries) > 1:
+        raise TopologyError(f"{path.name}: more than one {SERVED_CLOCK_TYPE} entry "
+                            f"({sorted(entries)}); a station is one lab with one clock")
+    ((name, spec),) = entries.items()
+    init = spec.get("init") or {}
+    try:
+        return name, ServedClock(str(init["host"]), init["port"])
+    except (KeyError, ValueError) as exc:
+        raise TopologyError(f"{path.name}: instruments.{name}.init: needs host and port "
+                            f"({exc})") from None
 
 
 def _check_fibers(bundle: StationBundle, path: Path) -> None:
@@ -148,6 +171,7 @@ def load(name_or_path: str | os.PathLike[str], *, check_fibers: bool = True,
     uses it to put the stored calibration on the instruments)."""
     path = station_file(name_or_path)
     topology = read_topology(path)
+    clock_entry, served = served_clock(path)
     lock = lock_instruments(path)
     try:
         station = Station(config_file=str(path))
@@ -156,8 +180,9 @@ def load(name_or_path: str | os.PathLike[str], *, check_fibers: bool = True,
         raise
     station.qnetlab_lock = lock  # type: ignore[attr-defined]
     try:
-        station.load_all_instruments()
-        clock = _shared_clock(station, path)
+        names = [n for n in _instruments(path) if n != clock_entry]
+        station.load_all_instruments(only_names=names)
+        clock = served or _shared_clock(station, path)
         for component in station.components.values():
             if hasattr(component, "clock"):
                 component.clock = clock

@@ -1,0 +1,120 @@
+"""``qnetlab sim``: the simulated lab as a service (``qnetlab sim serve [LAB]``).
+
+The one command module that starts the simulator (import contracts in pyproject.toml): it
+imports :mod:`qnetlab.sim_server` only inside the command, so ``qnetlab --help`` and every
+other command never load it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+
+DEFAULT_LAB = "qnetlab.sim_instruments.labs:link.yaml"
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def station_template(lab_path: str) -> dict[str, Any]:
+    """The bundled simulated station file whose instruments open ``lab_path`` (parsed): it
+    names each resource's driver and the topology. ClickException if none does."""
+    from pyvisa_qnetlab import resolve_lab_path
+    from qnetlab import stations
+    from qnetlab.sim_server.station import uses_lab
+
+    for name in stations.available():
+        template = yaml.safe_load(stations.station_file(name).read_text()) or {}
+        if uses_lab(template, lab_path, resolve_lab_path):
+            return template
+    raise click.ClickException(f"lab {lab_path}: no bundled station file uses it (bundled: "
+                               f"{', '.join(stations.available())}); give one with --station-from")
+
+
+def station_yaml(served: Any, template: dict[str, Any], lab: str) -> str:
+    """The served lab's station file as YAML text, with its header comment."""
+    from qnetlab.sim_server import served_station
+    from qnetlab.sim_server.station import HEADER
+
+    body = yaml.safe_dump(served_station(template, served), sort_keys=False)
+    return HEADER.format(lab=lab, speed=served.speed) + body
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` whole or not at all (a reader polling for it never sees half)."""
+    path = path.resolve()
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.",
+                                     delete=False) as tmp:
+        tmp.write(text)
+        tmp.flush()
+        os.fsync(tmp.fileno())
+    os.replace(tmp.name, path)
+
+
+def _load_template(option: str | None, lab_path: str) -> dict[str, Any]:
+    if option is None:
+        return station_template(lab_path)
+    from qnetlab import stations
+
+    try:
+        return yaml.safe_load(stations.station_file(option).read_text()) or {}
+    except FileNotFoundError as exc:
+        raise click.BadParameter(str(exc), param_hint="--station-from") from None
+
+
+@click.group(name="sim")
+def sim() -> None:
+    """The simulated lab as a service: serve it over TCP for any VISA client."""
+
+
+@sim.command(name="serve")
+@click.argument("lab", required=False, default=DEFAULT_LAB)
+@click.option("--speed", type=click.FloatRange(min=0, min_open=True, max=1e9), default=1.0,
+              show_default=True, help="Lab seconds per wall second (1: real time).")
+@click.option("--station-out", type=click.Path(dir_okay=False, writable=True, path_type=Path),
+              default=None, help="Write the station file here instead of printing it.")
+@click.option("--port-base", type=click.IntRange(1, 65535), default=None,
+              help="Assign ports from P upwards (default: the lab file's, else any free port).")
+@click.option("--station-from", default=None, metavar="STATION",
+              help="Simulated station file naming the lab's drivers (default: the bundled one "
+                   "that uses LAB).")
+@click.option("--seed", type=int, default=None, help="Seed of the world (default: the lab's).")
+def serve(lab: str, speed: float, station_out: Path | None, port_base: int | None,
+          station_from: str | None, seed: int | None) -> None:
+    """Serve every instrument of LAB (a lab file; default the built-in link lab) on 127.0.0.1.
+
+    Prints the station file whose addresses reach them (visalib "@py"), or writes it to
+    --station-out, then serves until SIGINT, SIGTERM or SIGHUP and shuts down cleanly."""
+    from pyvisa_qnetlab import resolve_lab_path
+    from qnetlab.sim_server import ServedLab
+
+    try:
+        lab_path = resolve_lab_path(lab)
+    except FileNotFoundError as exc:
+        raise click.BadParameter(str(exc), param_hint="LAB") from None
+    template = _load_template(station_from, lab_path)
+    stop = threading.Event()
+    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in STOP_SIGNALS}
+    try:
+        with ServedLab(lab_path, speed=speed, port_base=port_base, seed=seed) as served:
+            text = station_yaml(served, template, lab)
+            if station_out is None:
+                click.echo(text, nl=False)
+                sys.stdout.flush()
+            else:
+                write_atomically(station_out, text)
+            click.echo(f"qnetlab: serving {len(served.resources)} instruments of {lab} at "
+                       f"speed {speed:g}; lab clock on port {served.clock_port}; "
+                       "stop with Ctrl-C", err=True)
+            while not stop.wait(0.2):
+                pass
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    click.echo("qnetlab: served lab stopped", err=True)
