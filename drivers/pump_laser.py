@@ -156,7 +156,9 @@ class PumpLaserSweep(QnetlabModule):
         self.write(":SOUR0:WAV:SWE:STAT STOP")
 
     def run(self, timeout_s: float = 600.0, poll_s: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
-        """Start a sweep, wait on the lab clock until it ends, return (wavelengths nm, power W)."""
+        """Start a sweep with lambda logging, wait on the lab clock until it ends, return the
+        logs (wavelengths nm, power W)."""
+        self.logging("on")
         self.n_points()  # the axis shape follows the present settings
         self.start_sweep()
         root: QnetlabPumpLaser = self.root_instrument  # type: ignore[assignment]
