@@ -42,12 +42,12 @@ class PumpLaserSweep(QnetlabModule):
         self.start: Parameter = self.add_parameter(
             "start", label="Sweep start", unit="nm", get_cmd=":SOUR0:WAV:SWE:STAR?",
             set_cmd=":SOUR0:WAV:SWE:STAR {:.9e}", get_parser=float, scale=1e-9,
-            vals=vals.Numbers(1480, 1640), docstring="First wavelength of the sweep.")
+            vals=vals.Numbers(*parent.range_nm), docstring="First wavelength of the sweep.")
         """First wavelength of the sweep."""
         self.stop: Parameter = self.add_parameter(
             "stop", label="Sweep stop", unit="nm", get_cmd=":SOUR0:WAV:SWE:STOP?",
             set_cmd=":SOUR0:WAV:SWE:STOP {:.9e}", get_parser=float, scale=1e-9,
-            vals=vals.Numbers(1480, 1640), docstring="Last wavelength of the sweep (> start).")
+            vals=vals.Numbers(*parent.range_nm), docstring="Last wavelength of the sweep (> start).")
         """Last wavelength of the sweep (> start)."""
         self.step: Parameter = self.add_parameter(
             "step", label="Sweep step", unit="pm", get_cmd=":SOUR0:WAV:SWE:STEP?",
@@ -184,10 +184,15 @@ class QnetlabPumpLaser(QnetlabVisaInstrument):
     #: Hard ceiling on output power: a transducer and a 14 uW mixing chamber will not take more.
     SAFE_MAX_POWER_DBM: ClassVar[float] = 10.0
     MIN_POWER_DBM: ClassVar[float] = -10.0
+    #: Wavelength range per product, nm (N7776C; N7778C with option 116).
+    WAVELENGTH_RANGE_NM: ClassVar[dict[str, tuple[float, float]]] = {
+        "N7776C": (1480.0, 1620.0), "N7778C": (1490.0, 1640.0)}
 
     def __init__(self, name: str, address: str, *, max_power_dbm: float | None = None,
                  **kwargs: Unpack[VisaInstrumentKWArgs]) -> None:
         super().__init__(name, address, **kwargs)
+        #: Tuning range of the connected product (N7778C: option 116), nm.
+        self.range_nm = self.WAVELENGTH_RANGE_NM.get(str(self.IDN().get("model")), (1480, 1640))
         limit = self.SAFE_MAX_POWER_DBM if max_power_dbm is None else max_power_dbm
         if limit > self.SAFE_MAX_POWER_DBM:
             raise ValueError(f"max_power_dbm={limit} exceeds the hard safety limit "
@@ -198,12 +203,12 @@ class QnetlabPumpLaser(QnetlabVisaInstrument):
         self.wavelength: Parameter = self.add_parameter(
             "wavelength", label="Wavelength", unit="nm", get_cmd=":SOUR0:WAV?",
             set_cmd=":SOUR0:WAV {:.12e}", get_parser=float, scale=1e-9,
-            vals=vals.Numbers(1480, 1640), docstring="Output wavelength (before fine tuning).")
+            vals=vals.Numbers(*self.range_nm), docstring="Output wavelength (before fine tuning).")
         """Output wavelength (before fine tuning)."""
         self.frequency: Parameter = self.add_parameter(
             "frequency", label="Optical frequency", unit="Hz", get_cmd=":SOUR0:FREQ?",
             set_cmd=":SOUR0:FREQ {:.12e}", get_parser=float,
-            vals=vals.Numbers(C_LIGHT / 1640e-9, C_LIGHT / 1480e-9),
+            vals=vals.Numbers(C_LIGHT / (self.range_nm[1] * 1e-9), C_LIGHT / (self.range_nm[0] * 1e-9)),
             docstring="Optical frequency, c / wavelength; setting it sets the wavelength.")
         """Optical frequency, c / wavelength; setting it sets the wavelength."""
         self.fine_tuning: Parameter = self.add_parameter(

@@ -96,10 +96,11 @@ class PumpLaserModel(DeviceModel):
         """Tune to ``wavelength``: refused outside the product's range; the next command is
         taken once the tuning has settled (lab time)."""
         low, high = PRODUCTS[self.MODEL]
-        if not low <= wavelength <= high:
+        tol = 1e-16  # below the 0.1 pm resolution: c / f rounding at the range's ends
+        if not low - tol <= wavelength <= high + tol:
             raise InstrumentRefusal("data_out_of_range", f"wavelength {wavelength:.6e} m outside "
                                     f"the {self.MODEL}'s {low:.3e}..{high:.3e} m")
-        self._change("wavelength", wavelength)
+        self._change("wavelength", min(max(wavelength, low), high))
         self.lab.clock.advance(self.wavelength_settle_s)
 
     def set_wavelength(self, value: float) -> float:
