@@ -124,7 +124,8 @@ class PumpLaserModel(DeviceModel):
         limits = {"MIN": -10.0, "MAX": 13.0, "DEF": 0.0}
         dbm = limits[word] if word in limits else parse_power(text, self._unit_w())
         if not -10.0 <= dbm <= 13.0:
-            raise InstrumentRefusal("data_out_of_range", f"power {dbm:.3f} dBm outside -10..13 dBm")
+            raise InstrumentRefusal("data_out_of_range",
+                                    f"power {dbm:.3f} dBm outside [-10.0, 13.0] dBm")
         self._change("power", dbm)
 
     def power_reading(self) -> float:
