@@ -261,7 +261,8 @@ class PumpLaserModel(DeviceModel):
             raise InstrumentRefusal("settings_conflict", "a sweep is already running")
         grid = self._sweep_grid()
         t0 = self.now()
-        self.sweep_end = t0 + self._sweep_duration(grid)
+        # the laser first tunes to the start wavelength, then sweeps
+        self.sweep_end = t0 + self.wavelength_settle_s + self._sweep_duration(grid)
         fine = float(self.stored("fine_tuning")) * 1e-12
         self.log_wavelengths = grid + fine if int(self.stored("sweep_log")) else np.zeros(0)
         # the laser's own power monitor: the setpoint with a slow gain ripple across the band
