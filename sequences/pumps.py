@@ -17,8 +17,10 @@ def node_pumps(bundle: Any, *nodes: str) -> list[Any]:
 
 @contextlib.contextmanager
 def pumps_emitting(*instruments: Any) -> Iterator[None]:
-    """Pump light on for a measurement (lasers on with shutters open, AOM gates open); shutters
-    and gates closed again afterwards, whatever happens."""
+    """Pump light on for a measurement (lasers on with shutters open, AOM gates open); the
+    lasers' shutters closed again afterwards, whatever happens. A gate stays as set (like the
+    pulse settings it carries): the shutter is what keeps the light off between measurements,
+    and the station's safe state closes gates too."""
     try:
         for inst in instruments:
             if hasattr(inst, "open_gate"):
@@ -29,7 +31,5 @@ def pumps_emitting(*instruments: Any) -> Iterator[None]:
         yield
     finally:
         for inst in instruments:
-            if hasattr(inst, "close_gate"):
-                inst.close_gate()
-            else:
+            if not hasattr(inst, "close_gate"):
                 inst.shutter("closed")
