@@ -1,22 +1,19 @@
-"""Driver figures: a qnetlab parameter get against stock QCoDeS's, a hardware sweep against a
-pointwise sweep."""
+"""Driver figures: a qnetlab parameter get against stock QCoDeS's (the laser sweep figure:
+bench_laser.py)."""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
-import numpy as np
-import pyvisa
 from qcodes.instrument import VisaInstrument
 from qcodes.parameters import Parameter
 
-from qnetlab.drivers import QnetlabPumpLaser, QnetlabQNU
+from qnetlab.drivers import QnetlabPumpLaser
 from qnetlab.sim_instruments import lab_spec
 
 LAB = lab_spec("node")
 PUMP = "TCPIP0::pump-alice.lab::inst0::INSTR"
-QNU = "TCPIP0::qnu-alice.lab::inst0::INSTR"
 
 
 def _best_us(fn, n: int = 3000, rounds: int = 1) -> float:
@@ -60,48 +57,7 @@ def get_ratio_vs_qcodes_stock(rounds: int = 7) -> float:
         pump.close()
 
 
-def sweep_speedup_vs_pointwise(points: int = 1001) -> float:
-    """``laser.sweep_speedup_vs_pointwise``: a 1001-point wavelength scan with photodiode
-    readout done point by point (set ``pump.wavelength``, get ``pd_voltage``; best of 3) over
-    the same scan as one hardware sweep (program the sweep, run it, read back its wavelengths
-    and the photodiode log; best of 5), wall time over wall time."""
-    pyvisa.ResourceManager(LAB).visalib.reset_state()
-    pump = QnetlabPumpLaser("bench_pump", PUMP, visalib=LAB, print_connect_message=False)
-    qnu = QnetlabQNU("bench_qnu", QNU, visalib=LAB, print_connect_message=False)
-    try:
-        pump.output("on")
-        pump.shutter("open")
-        start_nm, step_pm = 1550.0, 0.2
-        grid = start_nm + step_pm * 1e-3 * np.arange(points)
-
-        t_point = float("inf")
-        pointwise = np.empty(points)
-        for _ in range(3):
-            t0 = time.perf_counter()
-            for i, wl in enumerate(grid):
-                pump.wavelength(wl)
-                pointwise[i] = qnu.transducer.pd_voltage()
-            t_point = min(t_point, time.perf_counter() - t0)
-
-        best = float("inf")
-        for _ in range(5):
-            t0 = time.perf_counter()
-            pump.sweep.start(start_nm)
-            pump.sweep.stop(grid[-1])
-            pump.sweep.step(step_pm)
-            wavelengths, _ = pump.sweep.run()
-            trace = qnu.transducer.pd_log()
-            best = min(best, time.perf_counter() - t0)
-        assert wavelengths.size == trace.size == points
-        return t_point / best
-    finally:
-        pump.close()
-        qnu.close()
-        pyvisa.ResourceManager(LAB).visalib.reset_state()
-
-
 def run() -> dict[str, float]:
     return {
         "driver.get_ratio_vs_qcodes_stock": round(get_ratio_vs_qcodes_stock(), 3),
-        "laser.sweep_speedup_vs_pointwise": round(sweep_speedup_vs_pointwise(), 1),
     }

@@ -1,6 +1,8 @@
-"""Transducer pump laser: a tunable C-band laser on the Keysight N777xC command tree with an AOM.
+"""Transducer pump laser: a Keysight N7776C / N7778C tunable laser source (source and trigger 0).
 
-Wavelength and frequency are two views of one setting; power can be set in dBm or mW. The
+Wavelength and frequency are two views of one setting; power can be set in dBm or mW (sent with
+a unit suffix, so the laser's own :POWer:UNIT never changes what is set). The pump pulses come
+from a separate AOM gate (:class:`~qnetlab.drivers.aom_gate.QnetlabAomGate`). The
 maximum output power is a hard safety limit (transducer damage, mixing-chamber heating) that a
 station file cannot widen: see :class:`~qnetlab.drivers.base.HardLimitParameter`.
 """
@@ -40,12 +42,12 @@ class PumpLaserSweep(QnetlabModule):
         self.start: Parameter = self.add_parameter(
             "start", label="Sweep start", unit="nm", get_cmd=":SOUR0:WAV:SWE:STAR?",
             set_cmd=":SOUR0:WAV:SWE:STAR {:.9e}", get_parser=float, scale=1e-9,
-            vals=vals.Numbers(1500, 1630), docstring="First wavelength of the sweep.")
+            vals=vals.Numbers(*parent.range_nm), docstring="First wavelength of the sweep.")
         """First wavelength of the sweep."""
         self.stop: Parameter = self.add_parameter(
             "stop", label="Sweep stop", unit="nm", get_cmd=":SOUR0:WAV:SWE:STOP?",
             set_cmd=":SOUR0:WAV:SWE:STOP {:.9e}", get_parser=float, scale=1e-9,
-            vals=vals.Numbers(1500, 1630), docstring="Last wavelength of the sweep (> start).")
+            vals=vals.Numbers(*parent.range_nm), docstring="Last wavelength of the sweep (> start).")
         """Last wavelength of the sweep (> start)."""
         self.step: Parameter = self.add_parameter(
             "step", label="Sweep step", unit="pm", get_cmd=":SOUR0:WAV:SWE:STEP?",
@@ -59,9 +61,27 @@ class PumpLaserSweep(QnetlabModule):
         """Continuous sweep speed."""
         self.mode: Parameter = self.add_parameter(
             "mode", label="Sweep mode", get_cmd=":SOUR0:WAV:SWE:MODE?",
-            set_cmd=":SOUR0:WAV:SWE:MODE {}", val_mapping={"stepped": "STEP", "continuous": "CONT"},
-            docstring="Stepped (dwell per point) or continuous sweep.")
-        """Stepped (dwell per point) or continuous sweep."""
+            set_cmd=":SOUR0:WAV:SWE:MODE {}",
+            val_mapping={"stepped": "STEP", "manual": "MAN", "continuous": "CONT"},
+            docstring="Stepped (dwell + settling per point), manual or continuous sweep.")
+        """Stepped (dwell + settling per point), manual or continuous sweep."""
+        self.cycles: Parameter = self.add_parameter(
+            "cycles", label="Sweep cycles", get_cmd=":SOUR0:WAV:SWE:CYCL?",
+            set_cmd=":SOUR0:WAV:SWE:CYCL {}", get_parser=int, vals=vals.Ints(0, 999),
+            docstring="Sweep cycles per start (0: until stopped).")
+        """Sweep cycles per start (0: until stopped)."""
+        self.repeat: Parameter = self.add_parameter(
+            "repeat", label="Repeat mode", get_cmd=":SOUR0:WAV:SWE:REP?",
+            set_cmd=":SOUR0:WAV:SWE:REP {}", val_mapping={"one-way": "ONEW", "two-way": "TWOW"},
+            docstring="One-way or two-way cycles.")
+        """One-way or two-way cycles."""
+        self.trigger_output: Parameter = self.add_parameter(
+            "trigger_output", label="Output trigger", get_cmd=":TRIG0:OUTP?",
+            set_cmd=":TRIG0:OUTP {}",
+            val_mapping={"disabled": "DIS", "step finished": "STF", "sweep finished": "SWF",
+                         "sweep started": "SWST"},
+            docstring="Output trigger; lambda logging needs 'step finished'.")
+        """Output trigger; lambda logging needs 'step finished'."""
         self.dwell: Parameter = self.add_parameter(
             "dwell", label="Dwell", unit="s", get_cmd=":SOUR0:WAV:SWE:DWEL?",
             set_cmd=":SOUR0:WAV:SWE:DWEL {:.6e}", get_parser=float, vals=vals.Numbers(0, 10),
@@ -70,8 +90,8 @@ class PumpLaserSweep(QnetlabModule):
         self.logging: Parameter = self.add_parameter(
             "logging", label="Lambda logging", get_cmd=":SOUR0:WAV:SWE:LLOG?",
             set_cmd=":SOUR0:WAV:SWE:LLOG {}", val_mapping=create_on_off_val_mapping("1", "0"),
-            docstring="Log wavelength and power at every point (also triggers the QNU log).")
-        """Log wavelength and power at every point (also triggers the QNU log)."""
+            docstring="Log the wavelength at every step (its trigger also clocks the QNU log).")
+        """Log the wavelength at every step (its trigger also clocks the QNU log)."""
         self.running: Parameter = self.add_parameter(
             "running", label="Sweep running", get_cmd=":SOUR0:WAV:SWE?",
             val_mapping=create_on_off_val_mapping("1", "0"), snapshot_get=False,
@@ -122,17 +142,23 @@ class PumpLaserSweep(QnetlabModule):
         return int(code), text
 
     def start_sweep(self) -> None:
-        """Start one sweep; refuses (ValueError) an inconsistent configuration."""
+        """Start one sweep; refuses (ValueError) an inconsistent configuration. With lambda
+        logging on, the output trigger is set to 'step finished' first (the manual's
+        prerequisite for a log)."""
+        if self.logging():
+            self.trigger_output("step finished")
         code, text = self.check()
         if code != 0:
             raise ValueError(f"{self.full_name}: sweep configuration refused: {code} {text}")
-        self.write(":SOUR0:WAV:SWE STAR")
+        self.write(":SOUR0:WAV:SWE:STAT STAR")
 
     def abort(self) -> None:
-        self.write(":SOUR0:WAV:SWE STOP")
+        self.write(":SOUR0:WAV:SWE:STAT STOP")
 
     def run(self, timeout_s: float = 600.0, poll_s: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
-        """Start a sweep, wait on the lab clock until it ends, return (wavelengths nm, power W)."""
+        """Start a sweep with lambda logging, wait on the lab clock until it ends, return the
+        logs (wavelengths nm, power W)."""
+        self.logging("on")
         self.n_points()  # the axis shape follows the present settings
         self.start_sweep()
         root: QnetlabPumpLaser = self.root_instrument  # type: ignore[assignment]
@@ -140,48 +166,8 @@ class PumpLaserSweep(QnetlabModule):
         return self.wavelength_log(), self.power_log()
 
 
-class PumpLaserAom(QnetlabModule):
-    """Acousto-optic modulator gating the pump: CW, pulse train, or one pulse per trigger."""
-
-    def __init__(self, parent: QnetlabPumpLaser, name: str) -> None:
-        super().__init__(parent, name)
-        self.mode: Parameter = self.add_parameter(
-            "mode", label="AOM mode", get_cmd=":AOM:MODE?", set_cmd=":AOM:MODE {}",
-            val_mapping={"cw": "CW", "pulsed": "PULS", "burst": "BURS"},
-            docstring="cw, pulsed (pulse train) or burst (pulses per trigger).")
-        """cw, pulsed (pulse train) or burst (pulses per trigger)."""
-        self.pulse_width: Parameter = self.add_parameter(
-            "pulse_width", label="Pulse width", unit="s", get_cmd=":AOM:PULS:WIDT?",
-            set_cmd=":AOM:PULS:WIDT {:.6e}", get_parser=float, vals=vals.Numbers(20e-9, 1e-3),
-            docstring="Pump pulse width.")
-        """Pump pulse width."""
-        self.period: Parameter = self.add_parameter(
-            "period", label="Pulse period", unit="s", get_cmd=":AOM:PULS:PER?",
-            set_cmd=":AOM:PULS:PER {:.6e}", get_parser=float, vals=vals.Numbers(1e-6, 1.0),
-            docstring="Pulse period with the internal trigger.")
-        """Pulse period with the internal trigger."""
-        self.burst_cycles: Parameter = self.add_parameter(
-            "burst_cycles", label="Burst cycles", get_cmd=":AOM:BURS:NCYC?",
-            set_cmd=":AOM:BURS:NCYC {}", get_parser=int, vals=vals.Ints(1, 65535),
-            docstring="Pulses per trigger in burst mode.")
-        """Pulses per trigger in burst mode."""
-        self.trigger: Parameter = self.add_parameter(
-            "trigger", label="Trigger source", get_cmd=":AOM:TRIG:SOUR?",
-            set_cmd=":AOM:TRIG:SOUR {}",
-            val_mapping={"internal": "IMM", "external": "EXT", "bus": "BUS"},
-            docstring="internal (period), external (one pulse per QNU attempt) or bus.")
-        """internal (period), external (one pulse per QNU attempt) or bus."""
-
-    @property
-    def duty_cycle(self) -> float:
-        """Average over peak power with the internal trigger (1 for CW)."""
-        if self.mode() == "cw":
-            return 1.0
-        return min(1.0, self.pulse_width() / self.period())
-
-
 class QnetlabPumpLaser(QnetlabVisaInstrument):
-    """Transducer pump laser (Keysight N777xC SCPI tree, source 0) with an AOM pulse gate.
+    """Transducer pump laser: Keysight N7776C / N7778C (source 0).
 
     Args:
         name: instrument name.
@@ -192,31 +178,37 @@ class QnetlabPumpLaser(QnetlabVisaInstrument):
 
     default_terminator = "\n"
     error_reporting = ScpiErrorQueue(":SYST:ERR?")
-    ACTIONS = (":SOUR0:WAV:SWE ",)
+    ACTIONS = (":SOUR0:WAV:SWE:STAT ", ":SOUR0:WAV:SWE ")
     #: Laser output and shutter: never replayed after a reset (light returns only on request).
     EMITS_OR_HEATS = (":SOUR0:POW:STAT ", ":SOUR0:POW:SHUT ")
     #: Hard ceiling on output power: a transducer and a 14 uW mixing chamber will not take more.
     SAFE_MAX_POWER_DBM: ClassVar[float] = 10.0
     MIN_POWER_DBM: ClassVar[float] = -10.0
+    #: Wavelength range per product, nm (N7776C; N7778C with option 116).
+    WAVELENGTH_RANGE_NM: ClassVar[dict[str, tuple[float, float]]] = {
+        "N7776C": (1480.0, 1620.0), "N7778C": (1490.0, 1640.0)}
 
     def __init__(self, name: str, address: str, *, max_power_dbm: float | None = None,
                  **kwargs: Unpack[VisaInstrumentKWArgs]) -> None:
         super().__init__(name, address, **kwargs)
+        #: Tuning range of the connected product (N7778C: option 116), nm.
+        self.range_nm = self.WAVELENGTH_RANGE_NM.get(str(self.IDN().get("model")), (1480, 1640))
         limit = self.SAFE_MAX_POWER_DBM if max_power_dbm is None else max_power_dbm
         if limit > self.SAFE_MAX_POWER_DBM:
             raise ValueError(f"max_power_dbm={limit} exceeds the hard safety limit "
                              f"{self.SAFE_MAX_POWER_DBM} dBm")
         self.max_power_dbm = limit
+        self.write(":SOUR0:POW:UNIT DBM")  # readings in dBm, whatever the front panel left
 
         self.wavelength: Parameter = self.add_parameter(
             "wavelength", label="Wavelength", unit="nm", get_cmd=":SOUR0:WAV?",
             set_cmd=":SOUR0:WAV {:.12e}", get_parser=float, scale=1e-9,
-            vals=vals.Numbers(1500, 1630), docstring="Output wavelength (before fine tuning).")
+            vals=vals.Numbers(*self.range_nm), docstring="Output wavelength (before fine tuning).")
         """Output wavelength (before fine tuning)."""
         self.frequency: Parameter = self.add_parameter(
             "frequency", label="Optical frequency", unit="Hz", get_cmd=":SOUR0:FREQ?",
             set_cmd=":SOUR0:FREQ {:.12e}", get_parser=float,
-            vals=vals.Numbers(C_LIGHT / 1630e-9, C_LIGHT / 1500e-9),
+            vals=vals.Numbers(C_LIGHT / (self.range_nm[1] * 1e-9), C_LIGHT / (self.range_nm[0] * 1e-9)),
             docstring="Optical frequency, c / wavelength; setting it sets the wavelength.")
         """Optical frequency, c / wavelength; setting it sets the wavelength."""
         self.fine_tuning: Parameter = self.add_parameter(
@@ -227,14 +219,14 @@ class QnetlabPumpLaser(QnetlabVisaInstrument):
         self.power: HardLimitParameter = self.add_parameter(
             "power", label="Power", unit="dBm", parameter_class=HardLimitParameter,
             hard_min=self.MIN_POWER_DBM, hard_max=self.max_power_dbm, get_cmd=":SOUR0:POW?",
-            set_cmd=":SOUR0:POW {:.4f}", get_parser=float,
+            set_cmd=":SOUR0:POW {:.4f}DBM", get_parser=float,
             vals=vals.Numbers(self.MIN_POWER_DBM, self.max_power_dbm),
             docstring="Output power setpoint (hard-limited).")
         """Output power setpoint (hard-limited)."""
         self.power_mw: HardLimitParameter = self.add_parameter(
             "power_mw", label="Power", unit="mW", parameter_class=HardLimitParameter,
             hard_min=dbm_to_mw(self.MIN_POWER_DBM), hard_max=dbm_to_mw(self.max_power_dbm),
-            get_cmd=":SOUR0:POW?", set_cmd=":SOUR0:POW {:.4f}",
+            get_cmd=":SOUR0:POW?", set_cmd=":SOUR0:POW {:.4f}DBM",
             get_parser=lambda v: dbm_to_mw(float(v)), set_parser=mw_to_dbm,
             vals=vals.Numbers(dbm_to_mw(self.MIN_POWER_DBM), dbm_to_mw(self.max_power_dbm)),
             docstring="The same power setpoint in mW (hard-limited).")
@@ -259,12 +251,10 @@ class QnetlabPumpLaser(QnetlabVisaInstrument):
         """True while the fridge controller's interlock line holds the laser off."""
         self.status_bits: Parameter = self.add_parameter(
             "status_bits", label="Operation status", get_cmd=":STAT:OPER:COND?", get_parser=int,
-            docstring="Bits: 0 laser on, 4 shutter open, 5 sweeping, 6 AOM pulsing, 9 interlocked.")
-        """Bits: 0 laser on, 4 shutter open, 5 sweeping, 6 AOM pulsing, 9 interlocked."""
+            docstring="Bits: 0 laser on, 4 shutter open, 5 sweeping, 9 interlocked.")
+        """Bits: 0 laser on, 4 shutter open, 5 sweeping, 9 interlocked."""
         self.sweep: PumpLaserSweep = self.add_submodule("sweep", PumpLaserSweep(self, "sweep"))
         """Hardware wavelength sweep."""
-        self.aom: PumpLaserAom = self.add_submodule("aom", PumpLaserAom(self, "aom"))
-        """Pump pulse gate."""
         self._finish_init()
 
     def emitting(self) -> bool:
@@ -277,14 +267,12 @@ class QnetlabPumpLaser(QnetlabVisaInstrument):
         self.output("off")
 
     def safe_state(self) -> None:
-        """Shutter closed, output off, AOM gating off (bus trigger: no pulse without an
-        explicit trigger), so no light leaves even if the output is switched on by hand."""
+        """Shutter closed and output off (the node's AOM gate closes separately)."""
         self.safe_off()
-        self.aom.trigger("bus")
 
     def safety_readback(self) -> str:
         return (f"output {'on' if self.output() else 'off'}, shutter {self.shutter()}, "
-                f"AOM trigger {self.aom.trigger()}, {self.power_actual():.0f} dBm emitted")
+                f"{self.power_actual():.0f} dBm emitted")
 
     def after_reset(self) -> None:
         """Whatever the power-on defaults, the laser stays dark after a reset."""

@@ -282,6 +282,8 @@ def _unit_scale(unit: str) -> tuple[str, float] | None:
 
 
 def _suffix_value(number: float, suffix: str, unit: str | None) -> float:
+    if unit and unit.upper().endswith("/S") and suffix.upper().endswith("/S"):
+        unit, suffix = unit[:-2], suffix[:-2]  # rates (nm/s against m/s): scale the numerator
     target = _unit_scale(unit) if unit else None
     got = _unit_scale(suffix)
     if target is None or got is None:

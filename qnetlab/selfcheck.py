@@ -21,7 +21,7 @@ from qnetlab.clock import WallClock
 from qnetlab.sim_instruments import LABS, lab_spec
 
 TERMINATORS = {"SOCKET": "\r\n"}  # the fridge controller (Lake Shore) ends lines with CR LF
-ERROR_QUERIES = {"qnu": "SYST:ERR?", "pump_laser": ":SYST:ERR?"}
+ERROR_QUERIES = {"qnu": "SYST:ERR?", "pump_laser": ":SYST:ERR?", "aom_gate": "SYST:ERR?"}
 
 
 @dataclass
@@ -32,7 +32,8 @@ class Check:
 
 
 def _open(rm: pyvisa.ResourceManager, resource: str) -> pyvisa.resources.MessageBasedResource:
-    term = "\r\n" if resource.endswith("SOCKET") else "\n"
+    lake_shore = resource.endswith("SOCKET") and "::5025::" not in resource  # SCPI: port 5025
+    term = "\r\n" if lake_shore else "\n"
     inst = rm.open_resource(resource, read_termination=term, write_termination=term)
     inst.timeout = 2000
     return inst  # type: ignore[return-value]
@@ -41,8 +42,10 @@ def _open(rm: pyvisa.ResourceManager, resource: str) -> pyvisa.resources.Message
 def _kind(idn: str) -> str:
     if "QNU" in idn:
         return "qnu"
-    if "PUMP" in idn:
+    if "N777" in idn:
         return "pump_laser"
+    if "33522B" in idn:
+        return "aom_gate"
     return "cryostat"
 
 
@@ -68,7 +71,11 @@ def _describe(inst, kind: str) -> str:
     if kind == "pump_laser":
         wl = float(inst.query(":SOUR0:WAV?")) * 1e9
         return (f"{wl:.4f} nm, {float(inst.query(':SOUR0:POW?')):.2f} dBm set, "
-                f"output {inst.query(':SOUR0:POW:STAT?')}, AOM {inst.query(':AOM:MODE?')}")
+                f"output {inst.query(':SOUR0:POW:STAT?')}")
+    if kind == "aom_gate":
+        return (f"AOM gate output {inst.query('OUTP1?')}, {inst.query('SOUR1:FUNC?')}, width "
+                f"{float(inst.query('SOUR1:FUNC:PULS:WIDT?')):.3g} s, burst "
+                f"{inst.query('SOUR1:BURS:STAT?')}, trigger {inst.query('TRIG1:SOUR?')}")
     dets = ", ".join(f"D{i} {inst.query(f'DET{i}:STAT?')}" for i in (1, 2))
     peer = inst.query("LINK1:PEER?")
     return f"detectors {dets}; LINK1 peer {peer}; protocol {inst.query('EGEN:PROT?')}"
@@ -83,6 +90,7 @@ def cavity_sweep(rm, pump, qnu, span_pm: float = 60.0) -> tuple[float, float]:
     pump.write(f":SOUR0:WAV:SWE:STAR {centre - span_pm * 1e-12:.6e}")
     pump.write(f":SOUR0:WAV:SWE:STOP {centre + span_pm * 1e-12:.6e}")
     pump.write(":SOUR0:WAV:SWE:STEP 1e-13")
+    pump.write(":TRIG0:OUTP STF;:SOUR0:WAV:SWE:LLOG 1")  # lambda logging's prerequisites
     pump.write(":SOUR0:WAV:SWE STAR")
     clock = getattr(rm.visalib, "clock", None) or WallClock()
     while pump.query(":SOUR0:WAV:SWE?") == "1":
@@ -123,6 +131,8 @@ def _physics_checks(rm) -> list[Check]:
         pump = _open(rm, f"TCPIP0::pump-{node}.lab::inst0::INSTR")
         qnu = _open(rm, f"TCPIP0::qnu-{node}.lab::inst0::INSTR")
         fridge = _open(rm, f"TCPIP0::fridge-{node}.lab::7777::SOCKET")
+        gate = _open(rm, f"TCPIP0::aom-{node}.lab::5025::SOCKET")
+        gate.write("SOUR1:FUNC DC;:OUTP1 1")  # AOM held open: CW pump
         dip_nm, depth = cavity_sweep(rm, pump, qnu)
         before = float(fridge.query("KRDG? 6"))
         pump.write(":SOUR0:POW 10")
@@ -130,6 +140,7 @@ def _physics_checks(rm) -> list[Check]:
         rm.visalib.clock.advance(600)
         after = float(fridge.query("KRDG? 6"))
         pump.write(":SOUR0:POW:SHUT 1")
+        gate.write("OUTP1 0")
         rm.visalib.clock.advance(1800)
         ok = depth > 0.5 and after > before
         out.append(Check(f"{node} physics", ok,

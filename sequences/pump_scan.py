@@ -34,7 +34,7 @@ def pump_power_scan(bundle: StationBundle, node: str, powers_dbm: list[float],
     for name, unit in (("power", "dBm"), ("mxc_temperature", "K"), ("efficiency", "")):
         run.register(name, unit=unit, setpoints=("lab_time",))
     rows = []
-    with run, pumps_emitting(pump):
+    with run, pumps_emitting(pump, inst["aom"]):
         for power in powers_dbm:
             pump.power(power)
             bundle.clock.sleep(dwell_s)

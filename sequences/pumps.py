@@ -1,4 +1,7 @@
-"""Pump light only while a measurement needs it."""
+"""Pump light only while a measurement needs it.
+
+Light reaches a transducer through two instruments: the pump laser (output on, shutter open)
+and the node's AOM gate (a waveform generator; output on lets pulses through)."""
 
 from __future__ import annotations
 
@@ -7,14 +10,26 @@ from collections.abc import Iterator
 from typing import Any
 
 
+def node_pumps(bundle: Any, *nodes: str) -> list[Any]:
+    """The pump lasers and AOM gates of ``nodes``, for :func:`pumps_emitting`."""
+    return [bundle.node(n)[role] for n in nodes for role in ("pump", "aom")]
+
+
 @contextlib.contextmanager
-def pumps_emitting(*pumps: Any) -> Iterator[None]:
-    """Pump light on for a measurement; shutters closed again afterwards, whatever happens."""
+def pumps_emitting(*instruments: Any) -> Iterator[None]:
+    """Pump light on for a measurement (lasers on with shutters open, AOM gates open); the
+    lasers' shutters closed again afterwards, whatever happens. A gate stays as set (like the
+    pulse settings it carries): the shutter is what keeps the light off between measurements,
+    and the station's safe state closes gates too."""
     try:
-        for pump in pumps:
-            pump.output("on")
-            pump.shutter("open")
+        for inst in instruments:
+            if hasattr(inst, "open_gate"):
+                inst.open_gate()
+            else:
+                inst.output("on")
+                inst.shutter("open")
         yield
     finally:
-        for pump in pumps:
-            pump.shutter("closed")
+        for inst in instruments:
+            if not hasattr(inst, "close_gate"):
+                inst.shutter("closed")

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-INSTRUMENTS = ("qnu", "pump_laser", "cryostat")
+INSTRUMENTS = ("qnu", "pump_laser", "awg_33522b", "cryostat")
 
 
 def _range(p: dict[str, Any]) -> str:

@@ -16,7 +16,7 @@ from qcodes.station import Station
 from qnetlab.clock import Clock, ServedClock, WallClock
 
 from .lock import InstrumentLock, acquire, hardware_addresses
-from .topology import Topology, TopologyError, parse_topology
+from .topology import NODE_ROLES, Topology, TopologyError, parse_topology
 
 TOPOLOGY_TYPE = "qnetlab.stations.topology.NetworkTopology"
 SERVED_CLOCK_TYPE = "qnetlab.clock.ServedClock"
@@ -34,9 +34,9 @@ class StationBundle(NamedTuple):
         return self.station.components[name]
 
     def node(self, name: str) -> dict[str, Any]:
-        """The instruments of a node: ``{"qnu": ..., "pump": ..., "fridge": ...}``."""
+        """The instruments of a node: ``{"qnu": ..., "pump": ..., "aom": ..., "fridge": ...}``."""
         spec = self.topology.nodes[name]
-        return {role: self.instrument(getattr(spec, role)) for role in ("qnu", "pump", "fridge")}
+        return {role: self.instrument(getattr(spec, role)) for role in NODE_ROLES}
 
     def herald(self, link: str) -> Any:
         """The QNU of a link's heralding station (its herald)."""

@@ -16,7 +16,7 @@ from typing import Any
 
 from qcodes.instrument import Instrument
 
-NODE_ROLES = ("qnu", "pump", "fridge")
+NODE_ROLES = ("qnu", "pump", "aom", "fridge")
 HERALD_ROLES = ("qnu",)
 
 
@@ -29,6 +29,7 @@ class NodeSpec:
     name: str
     qnu: str
     pump: str
+    aom: str  # the pump's AOM gate (Keysight 33522B)
     fridge: str
 
 

@@ -58,7 +58,7 @@ def open_on(request) -> Callable[[pyvisa.ResourceManager], Opener]:
 
     def factory(rm: pyvisa.ResourceManager) -> Opener:
         def op(resource: str) -> pyvisa.resources.MessageBasedResource:
-            term = "\r\n" if resource.endswith("SOCKET") else "\n"
+            term = "\r\n" if resource.endswith("::7777::SOCKET") else "\n"  # Lake Shore
             inst = rm.open_resource(resource, read_termination=term, write_termination=term)
             inst.timeout = 500
             opened.append(inst)
@@ -84,6 +84,7 @@ def link(link_rm, open_on):
 QNU_A = "TCPIP0::qnu-alice.lab::inst0::INSTR"
 QNU_B = "TCPIP0::qnu-bob.lab::inst0::INSTR"
 PUMP_A = "TCPIP0::pump-alice.lab::inst0::INSTR"
+AOM_A = "TCPIP0::aom-alice.lab::5025::SOCKET"
 FRIDGE_A = "TCPIP0::fridge-alice.lab::7777::SOCKET"
 STATION = "TCPIP0::herald-mid.lab::inst0::INSTR"
 

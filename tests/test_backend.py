@@ -78,6 +78,7 @@ def test_binary_block_round_trip_is_exact_and_fast(link):
     pump.write(":SOUR0:WAV:SWE:STOP 1.5600e-06")
     pump.write(":SOUR0:WAV:SWE:STEP 1e-13")
     pump.write(":SOUR0:WAV:SWE:SPE 2e-7")
+    pump.write(":TRIG0:OUTP STF;:SOUR0:WAV:SWE:LLOG 1")  # lambda logging's prerequisites
     pump.write(":SOUR0:WAV:SWE STAR")
     lib.clock.advance(1.0)
     assert pump.query(":SOUR0:WAV:SWE?") == "0"
@@ -97,9 +98,9 @@ def test_read_bytes_honours_count(link):
     _, op = link
     pump = op(PUMP_A)
     pump.write("*IDN?")
-    head = pump.read_bytes(7)
-    assert head == b"QNETLAB"
-    assert pump.read() == ",PUMP-TLS-1550,SN-ALICE,1.0.0"
+    head = pump.read_bytes(8)
+    assert head == b"Keysight"
+    assert pump.read() == " Technologies,N7776C,DE50000510,V2.022"
 
 
 def test_ieee_block_header():
@@ -118,8 +119,8 @@ def test_two_threads_on_one_instrument_get_their_own_replies(link):
             if reply != expected:
                 bad.append(reply)
 
-    t1 = threading.Thread(target=hammer, args=(a, ":SOUR0:POW?", "0.0000"))
-    t2 = threading.Thread(target=hammer, args=(b, ":AOM:MODE?", "CW"))
+    t1 = threading.Thread(target=hammer, args=(a, ":SOUR0:POW?", "+0.00000000E+00"))
+    t2 = threading.Thread(target=hammer, args=(b, ":TRIG0:OUTP?", "DIS"))
     t1.start(), t2.start()
     t1.join(), t2.join()
     assert bad == []
@@ -167,7 +168,7 @@ def test_reply_delay_shorter_than_timeout_costs_lab_time(link):
     pump = op(PUMP_A)
     lib.faults.delay(PUMP_A, 0.3, count=1)
     t0 = lib.clock.now()
-    assert pump.query(":SOUR0:POW?") == "0.0000"
+    assert pump.query(":SOUR0:POW?") == "+0.00000000E+00"
     assert lib.clock.now() - t0 == pytest.approx(0.3)
 
 
@@ -191,8 +192,8 @@ def test_garbled_reply(link):
     lib, op = link
     pump = op(PUMP_A)
     lib.faults.garble(PUMP_A)
-    assert pump.query("*IDN?") != "QNETLAB,PUMP-TLS-1550,SN-ALICE,1.0.0"
-    assert pump.query("*IDN?") == "QNETLAB,PUMP-TLS-1550,SN-ALICE,1.0.0"
+    assert pump.query("*IDN?") != "Keysight Technologies,N7776C,DE50000510,V2.022"
+    assert pump.query("*IDN?") == "Keysight Technologies,N7776C,DE50000510,V2.022"
 
 
 def test_power_cycle_restores_defaults_and_sets_pon(link):

@@ -13,9 +13,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from qcodes.parameters import Parameter
 
-from conftest import FRIDGE_A, PUMP_A, QNU_A, STATION
+from conftest import AOM_A, FRIDGE_A, PUMP_A, QNU_A, STATION
 from qnetlab.drivers import (
     HardLimitParameter,
+    QnetlabAomGate,
     QnetlabFridgeController,
     QnetlabPumpLaser,
     QnetlabQNU,
@@ -24,7 +25,7 @@ from qnetlab.errors import InstrumentError, InstrumentTimeout, SafetyLimitError
 from qnetlab.sim_instruments import lab_file, lab_spec
 
 DRIVERS = {"qnu": (QnetlabQNU, QNU_A), "pump": (QnetlabPumpLaser, PUMP_A),
-           "fridge": (QnetlabFridgeController, FRIDGE_A)}
+           "aom": (QnetlabAomGate, AOM_A), "fridge": (QnetlabFridgeController, FRIDGE_A)}
 
 
 def _make(kind: str, backend: str):
@@ -47,7 +48,7 @@ def lab():
 # can speak SCPI to it: the laser connects on @qnetlab only.
 @pytest.mark.parametrize(("kind", "backend"), [("qnu", "sim"), ("qnu", "qnetlab"),
                                                ("fridge", "sim"), ("fridge", "qnetlab"),
-                                               ("pump", "qnetlab")])
+                                               ("pump", "qnetlab"), ("aom", "qnetlab")])
 def test_driver_connects_and_snapshots_cleanly(lab, kind, backend, caplog):
     inst = _make(kind, backend)
     try:
@@ -159,6 +160,7 @@ def test_laser_hardware_sweep_returns_arrays_with_the_photodiode_log(lab):
     pump.sweep.step(0.5)
     pump.output("on")
     pump.shutter("open")
+    _make("aom", "qnetlab").open_gate()  # the AOM (default: closed) lets the pump through
     wl, power = pump.sweep.run()
     pd = qnu.transducer.pd_log()
     assert wl.shape == power.shape == pd.shape == (601,)
@@ -269,7 +271,12 @@ def fuzz_drivers():
     lib.reset_state()
 
 
-@pytest.mark.parametrize("kind", list(DRIVERS))
+# The AOM gate's parameters are QCoDeS's stock Keysight33522B ones, most without validators;
+# its own hard limits are tested in tests/test_products_pump.py.
+FUZZED = [k for k in DRIVERS if k != "aom"]
+
+
+@pytest.mark.parametrize("kind", FUZZED)
 @settings(max_examples=120, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_fuzz_every_settable_parameter(fuzz_drivers, kind, data):
@@ -301,7 +308,7 @@ def test_fuzz_every_settable_parameter(fuzz_drivers, kind, data):
 
 def test_fuzz_covers_every_settable_parameter(fuzz_drivers):
     _, made = fuzz_drivers
-    for inst in made.values():
+    for inst in (made[k] for k in FUZZED):
         for p in _settables(inst):
             _strategies(p)  # raises if a parameter has no validator the fuzzer understands
         assert len(_settables(inst)) >= 5

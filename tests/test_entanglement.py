@@ -123,7 +123,7 @@ def test_miscalibration_shows_the_expected_drop(link, fault):
             bundle.node(n)["qnu"].qubit.alpha(0.3)  # the station caps alpha at 0.3
     else:
         for n in ("alice", "bob"):
-            bundle.node(n)["pump"].aom.mode("cw")
+            bundle.node(n)["aom"].gate_mode("cw")
             bundle.node(n)["pump"].power(8.0)
     gen = generate(bundle, "ab", 3000, bases=("X", "Y", "Z"), calibration=cal)
     f, err = quick_fidelity(gen)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import FRIDGE_A, PUMP_A, QNU_A, QNU_B, STATION
+from conftest import AOM_A, FRIDGE_A, PUMP_A, QNU_A, QNU_B, STATION
 from qnetlab.sim_instruments.physics import constants as k_
 from qnetlab.sim_instruments.physics.cryostat import DilutionFridge, riccati_step
 from qnetlab.sim_instruments.physics.drift import DriftingValue
@@ -35,6 +35,7 @@ def test_reflection_dip_follows_the_lorentzian_through_the_instruments(link):
     xd = node.transducer(0.0)
     for cmd in (":SOUR0:POW 0", ":SOUR0:POW:STAT 1", ":SOUR0:POW:SHUT 0"):
         pump.write(cmd)
+    op(AOM_A).write("SOUR1:FUNC DC;:OUTP1 1")  # the AOM gate held open: CW pump
     p_dev = xd.pump_at_device_w(1e-3)
     for detune_pm in (-30, -8, -3, 0, 2, 5, 12, 40):
         wl = xd.resonance_m + detune_pm * 1e-12
@@ -99,15 +100,17 @@ def test_mxc_reading_rises_with_average_pump_power(link):
     lib, op = link
     pump, fridge = op(PUMP_A), op(FRIDGE_A)
     node = lib.lab.nodes["alice"]
+    gate = op(AOM_A)
     for cmd in (":SOUR0:POW 10", ":SOUR0:POW:STAT 1", ":SOUR0:POW:SHUT 0"):
         pump.write(cmd)
     readings = {}
     for label, setup in (
-        ("pulsed", [":AOM:MODE PULS", ":AOM:PULS:WIDT 1e-6", ":AOM:PULS:PER 1e-5"]),
-        ("cw", [":AOM:MODE CW"]),
+        ("pulsed", ["SOUR1:FUNC PULS", "SOUR1:FUNC:PULS:WIDT 1e-6", "SOUR1:FUNC:PULS:PER 1e-5",
+                    "OUTP1 ON"]),
+        ("cw", ["SOUR1:FUNC DC"]),
     ):
         for cmd in setup:
-            pump.write(cmd)
+            gate.write(cmd)
         lib.clock.advance(4 * 3600)
         readings[label] = float(fridge.query("KRDG? 6"))
         absorbed = node.transducer(0).heat_load_w(node.pump)
@@ -121,6 +124,7 @@ def test_thermometer_reading_lags_by_the_scan_cycle(link):
     pump, fridge = op(PUMP_A), op(FRIDGE_A)
     for cmd in (":SOUR0:POW 13", ":SOUR0:POW:STAT 1", ":SOUR0:POW:SHUT 0"):
         pump.write(cmd)
+    op(AOM_A).write("SOUR1:FUNC DC;:OUTP1 1")
     lib.clock.advance(120)
     first = float(fridge.query("KRDG? 6"))
     assert float(fridge.query("KRDG? 6")) == first  # same scan visit, same reading
@@ -235,9 +239,12 @@ def calibrate_from_truth(lib, op, protocol="SING", alpha=0.05, power_dbm=6.0):
                     f"QUB:ALPH {alpha}", f"EGEN:PROT {protocol}"):
             qnu.write(cmd)
         for cmd in (f":SOUR0:WAV {wl:.12e}", f":SOUR0:POW {power_dbm}", ":SOUR0:POW:STAT 1",
-                    ":SOUR0:POW:SHUT 0", ":AOM:MODE PULS", ":AOM:PULS:WIDT 1e-7",
-                    ":AOM:TRIG:SOUR EXT"):
+                    ":SOUR0:POW:SHUT 0"):
             pump.write(cmd)
+        # one 100 ns pump pulse per attempt: the 33522B in burst mode on the QNU's sync
+        op(f"TCPIP0::aom-{name}.lab::5025::SOCKET").write(
+            "SOUR1:FUNC PULS;FUNC:PULS:WIDT 100NS;:SOUR1:BURS:MODE TRIG;NCYC 1;STAT ON;"
+            ":TRIG1:SOUR EXT;:OUTP1 ON")
     station = op(STATION)
     for i, arrival in enumerate(truth["stations"]["mid"]["arrival_ps"], start=1):
         station.write(f"TAG:INP{i}:DEL {round(arrival)}")

@@ -71,14 +71,14 @@ def test_garbled_reply_is_asked_again(sim_station, pump, events):
 def test_reset_instrument_gets_its_settings_back_but_stays_dark(sim_station, pump, events):
     pump.wavelength(1550.2)
     pump.power(5.0)
-    pump.aom.mode("pulsed")
+    pump.sweep.mode("stepped")
     pump.output("on")
     pump.shutter("open")
     assert pump.emitting()
     sim_station.lab.faults.power_cycle(PUMP)
     assert pump.check_reset() is True
     assert pump.wavelength() == pytest.approx(1550.2) and pump.power() == 5.0
-    assert pump.aom.mode() == "pulsed"
+    assert pump.sweep.mode() == "stepped"
     # emission never comes back by itself: output off, shutter closed, nothing emitted
     assert pump.output() is False and pump.shutter() == "closed"
     assert pump.power_actual() == -99.0

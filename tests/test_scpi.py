@@ -31,8 +31,10 @@ SETTINGS = [
      {"": 1.0, "DBM": 1.0}),
     ("[:SOURce[0]]:WAVelength:SWEep:DWELl", ":SOUR0:WAV:SWE:DWEL?", 0.25,
      {"": 1.0, "S": 1.0, "MS": 1e3, "US": 1e6}),
-    (":AOM:PULSe:WIDTh", ":AOM:PULS:WIDT?", 3.0e-7, {"": 1.0, "S": 1.0, "NS": 1e9, "US": 1e6}),
-    (":AOM:PULSe:PERiod", ":AOM:PULS:PER?", 4.0e-5, {"": 1.0, "MS": 1e3, "US": 1e6}),
+    ("[:SOURce[0]]:WAVelength:SWEep:SPEed", ":SOUR0:WAV:SWE:SPE?", 2.0e-8,
+     {"": 1.0, "M/S": 1.0, "NM/S": 1e9, "PM/S": 1e12}),
+    ("[:SOURce[0]]:WAVelength:SWEep:STEP", ":SOUR0:WAV:SWE:STEP?", 3.0e-12,
+     {"": 1.0, "M": 1.0, "PM": 1e12, "NM": 1e9}),
     ("[:SOURce[0]]:WAVelength:FINE", ":SOUR0:WAV:FINE?", 12.5, {"": 1.0, "PM": 1.0, "NM": 1e-3}),
 ]
 
@@ -45,7 +47,7 @@ def node():
 
     def op(resource: str):
         if resource not in opened:
-            term = "\r\n" if resource.endswith("SOCKET") else "\n"
+            term = "\r\n" if resource.endswith("::7777::SOCKET") else "\n"
             inst = rm.open_resource(resource, read_termination=term, write_termination=term)
             inst.timeout = 500
             opened[resource] = inst
@@ -203,16 +205,16 @@ def test_every_forbidden_parameter_queues_its_error_and_changes_nothing(node, da
 
 def test_compound_messages_follow_scpi_path_rules(pump):
     # relative to the previous command's path; ';:' resets; common commands keep the path
-    pump.write(":SOUR0:WAV:SWE:STAR 1550.5NM;STOP 1551.5NM;*CLS;STEP 2PM;:AOM:MODE PULS;PULS:WIDT 200NS")
+    pump.write(":SOUR0:WAV:SWE:STAR 1550.5NM;STOP 1551.5NM;*CLS;STEP 2PM;:TRIG0:OUTP STF;INP NEXT")
     assert float(pump.query(":SOUR0:WAV:SWE:STAR?")) == pytest.approx(1550.5e-9)
     assert float(pump.query(":SOUR0:WAV:SWE:STOP?")) == pytest.approx(1551.5e-9)
     assert float(pump.query(":SOUR0:WAV:SWE:STEP?")) == pytest.approx(2e-12)
-    assert pump.query(":AOM:MODE?") == "PULS"
-    assert float(pump.query(":AOM:PULS:WIDT?")) == pytest.approx(2e-7)
+    assert pump.query(":TRIG0:OUTP?") == "STF"
+    assert pump.query(":TRIG0:INP?") == "NEXT"
     assert _errors(pump) == []
     # a following command without colon is NOT looked up from the root
-    pump.write(":AOM:MODE CW;WAV 1552NM")
-    assert pump.query(":AOM:MODE?") == "CW"
+    pump.write(":TRIG0:OUTP DIS;WAV 1552NM")
+    assert pump.query(":TRIG0:OUTP?") == "DIS"
     assert float(pump.query(":SOUR0:WAV?")) != pytest.approx(1552e-9)
     assert [e[:4] for e in _errors(pump)] == ["-113"]
 
@@ -236,14 +238,14 @@ def test_min_max_def_and_booleans(pump):
     assert pump.query(":SOUR0:POW:SHUT?") == "0"
     pump.write(":SOUR0:POW:SHUT on")
     assert pump.query(":SOUR0:POW:SHUT?") == "1"
-    pump.write(":AOM:MODE MAX")  # character data: MIN/MAX not allowed
+    pump.write(":TRIG0:OUTP MAX")  # character data: MIN/MAX not allowed
     pump.write(":SOUR0:POW 2MW")  # watts convert to the dBm the command expects
     assert float(pump.query(":SOUR0:POW?")) == pytest.approx(3.0103, abs=1e-4)
     assert [e[:4] for e in _errors(pump)] == ["-222"]
 
 
 def test_common_commands_and_status_byte(pump):
-    assert pump.query("*idn?").startswith("QNETLAB,")
+    assert pump.query("*idn?").startswith("Keysight Technologies,N7776C,")
     assert pump.query("*STB?") == "0"
     pump.write("*ESE 32;*OPC;*WAI")
     assert pump.query("*ese?") == "32"
@@ -306,7 +308,7 @@ def test_stock_sim_loads_the_laser_yaml_in_manual_notation():
     rm = pyvisa.ResourceManager(f"{path}@sim")
     inst = rm.open_resource(resource, read_termination="\n", write_termination="\n")
     inst.timeout = 300
-    assert inst.query("*IDN?").startswith("QNETLAB,")
+    assert inst.query("*IDN?").startswith("Keysight Technologies,N7776C,")
     # stock @sim has no SCPI parser: it matches the manual's notation literally
     assert float(inst.query("[:SOURce[0]]:WAVelength[:CW]?")) == pytest.approx(1.55012e-6)
     inst.close()
@@ -323,11 +325,11 @@ def test_empty_commands_do_nothing_and_whitespace_is_free(pump):
 
 
 def test_queries_answer_the_limits_of_numeric_settings(pump):
-    assert pump.query(":SOUR0:POW? MAX") == "13.0000"
-    assert pump.query("sour:wav? min") == "1.500000000E-06"
-    assert pump.query(":AOM:BURS:NCYC? max") == "65535"
-    assert pump.query(":SOUR0:POW? DEF") == "0.0000"
+    assert pump.query(":SOUR0:POW? MAX") == "+1.30000000E+01"
+    assert pump.query("sour:wav? min") == "1.480000000E-06"
+    assert pump.query(":SOUR0:WAV:SWE:CYCL? max") == "999"
+    assert pump.query(":SOUR0:POW? DEF") == "+0.00000000E+00"
     assert _errors(pump) == []
-    assert pump.query(":AOM:MODE? MAX") == "ERROR"  # character data has no limits
+    assert pump.query(":TRIG0:OUTP? MAX") == "ERROR"  # character data has no limits
     assert pump.query(":SOUR0:POW:ACT? MAX") == "ERROR"  # not a setting
     assert [e[:4] for e in _errors(pump)] == ["-108", "-108"]

@@ -51,8 +51,9 @@ def test_signal_mid_run_leaves_the_lab_safe_and_the_run_interrupted(tmp_path, si
     assert line.startswith(f"qnetlab: aborted by {signal.Signals(sig).name}")
     # the process read its instruments back after making them safe (the simulated lab lives
     # inside it, so its own teardown line is where the end state can be seen)
-    for pump in ("pump_alice", "pump_bob"):
-        assert f"{pump}: output off, shutter closed, AOM trigger bus, -99 dBm emitted" in line
+    for node in ("alice", "bob"):
+        assert f"pump_{node}: output off, shutter closed, -99 dBm emitted" in line
+        assert f"aom_{node}: gate off" in line
     for fridge in ("fridge_alice", "fridge_bob"):
         assert f"{fridge}: MXC heater off (off)" in line
     statuses = [r["status"] for r in list_runs(data)]
@@ -74,7 +75,7 @@ def test_any_end_of_an_operated_sequence_makes_emitters_and_heaters_safe(sim_sta
         assert pump.emitting()
         raise KeyboardInterrupt
     assert pump.power_actual() == -99.0 and pump.output() is False
-    assert pump.shutter() == "closed" and pump.aom.trigger() == "bus"
+    assert pump.shutter() == "closed" and bundle.node("alice")["aom"].ch1.output() == "OFF"
     assert fridge.mxc_heater.range() == "off" and fridge.mxc_heater.mode() == "off"
     assert fridge.still_heater() == pytest.approx(idle)
     assert stop.value.safe_state["pump_alice"].startswith("output off, shutter closed")

@@ -16,14 +16,15 @@ from qnetlab.sim_instruments import LABS, lab_file, lab_spec
 
 SIM = Path(str(files("qnetlab.sim_instruments")))
 INSTRUMENT_YAMLS = sorted(SIM.glob("*.yaml"))
-IDN_PREFIX = {"qnu.yaml": "QNETLAB,QNU", "pump_laser.yaml": "QNETLAB,PUMP", "cryostat.yaml": "LSCI"}
+IDN_PREFIX = {"qnu.yaml": "QNETLAB,QNU", "pump_laser.yaml": "Keysight Technologies,N7776C",
+              "awg_33522b.yaml": "Keysight Technologies,33522B", "cryostat.yaml": "LSCI"}
 
 
 STATION_REFUSES = {"XDUC:MW:FREQ?", "XDUC:EFF?", "XDUC:NADD?", "QUB:SWAP:MEAS?"}
 
 
 def _term(resource: str) -> str:
-    return "\r\n" if resource.endswith("SOCKET") else "\n"
+    return "\r\n" if resource.endswith("::7777::SOCKET") else "\n"  # Lake Shore: CR LF
 
 
 @pytest.mark.parametrize("path", INSTRUMENT_YAMLS, ids=lambda p: p.name)

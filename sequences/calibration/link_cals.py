@@ -18,7 +18,7 @@ from qnetlab.sequences.fitting import (
     fit_gaussian_peak,
 )
 from qnetlab.sequences.fom import JITTER_SIGMA_S
-from qnetlab.sequences.pumps import pumps_emitting
+from qnetlab.sequences.pumps import node_pumps, pumps_emitting
 
 from .engine import (
     CalContext,
@@ -67,7 +67,7 @@ class DetectorTiming(Calibration):
         """Arrival histograms of both detectors with the pumps of ``ends`` (default: every
         node of the station's links) emitting."""
         herald = ctx.bundle.instrument(ctx.topology.heralds[target].qnu)
-        pumps = [ctx.bundle.node(n)["pump"] for n in (ends or self._ends(ctx, target))]
+        pumps = node_pumps(ctx.bundle, *(ends or self._ends(ctx, target)))
         tagger = herald.tagger
         run = ctx.new_run(self, target, kind if ends is None else f"{kind}_{'_'.join(ends)}")
         run.register("delay", unit="ps", array=True)
@@ -180,7 +180,7 @@ class DetectorTiming(Calibration):
         """The node's conversion efficiency now, at its pump setting: (mean, standard error) of
         ``efficiency_readings`` long readings (the histogram's photons came through it)."""
         inst = ctx.bundle.node(node)
-        with pumps_emitting(inst["pump"]), \
+        with pumps_emitting(inst["pump"], inst["aom"]), \
                 inst["qnu"].transducer.measure_time.set_to(self.efficiency_read_s):
             r = np.array([inst["qnu"].transducer.efficiency()
                           for _ in range(self.efficiency_readings)])
@@ -276,7 +276,7 @@ class LinkPhase(Calibration):
         return float(np.mean(bell_sign(ra.pattern) * ra.outcome * rb.outcome))
 
     def _pumps(self, ctx: CalContext, link: str) -> list[Any]:
-        return [ctx.bundle.node(n)["pump"] for n in ctx.topology.links[link].nodes]
+        return node_pumps(ctx.bundle, *ctx.topology.links[link].nodes)
 
     def check_data(self, ctx: CalContext, target: str) -> Check:
         phase, vis = ctx.live("phase_rad", target), ctx.live("visibility", target)

@@ -107,8 +107,8 @@ class PumpCavity(Calibration):
         run = ctx.new_run(self, target, kind)
         run.register("wavelength", unit="nm", array=True)
         run.register("reflection", unit="V", setpoints=("wavelength",), array=True)
-        with run, pump.power.set_to(self.probe_power_dbm), pump.aom.mode.set_to("cw"), \
-                pumps_emitting(pump):
+        with run, pump.power.set_to(self.probe_power_dbm), \
+                inst["aom"].gate_mode.set_to("cw"), pumps_emitting(pump, inst["aom"]):
             pump.sweep.start(centre - half_span_nm)
             pump.sweep.stop(centre + half_span_nm)
             pump.sweep.step(step_pm)

@@ -102,7 +102,7 @@ class PumpOperatingPoint(Calibration):
         run = ctx.new_run(self, target, "check")
         run.register("efficiency")
         run.register("added_noise", unit="photons")
-        with run, pumps_emitting(inst["pump"]):
+        with run, pumps_emitting(inst["pump"], inst["aom"]):
             eff, noise = self._measure(inst)
             run.add_point(efficiency=eff, added_noise=noise)
         ratio = eff / eff_live if eff_live > 0 else 0.0
@@ -130,7 +130,7 @@ class PumpOperatingPoint(Calibration):
                            ("mxc_temperature_settled", "K"), ("rate_at_target", "Hz"),
                            ("alpha", "")):
             run.register(name, unit=unit, setpoints=("power", "width"))
-        with run, pumps_emitting(pump):
+        with run, pumps_emitting(pump, inst["aom"]):
             base_k, heating = self._heating(ctx, {**inst, "name": target}, max(powers))
             for power, width in grid:
                 pump.power(power)

@@ -26,13 +26,13 @@ def set_pump_power(bundle: StationBundle, target: str, value: float) -> None:
 
 
 def set_pulse_width(bundle: StationBundle, target: str, value: float) -> None:
-    aom = bundle.node(target)["pump"].aom
+    """Pump pulse width on the node's AOM gate: one pulse per attempt (0: CW pump)."""
+    aom = bundle.node(target)["aom"]
     if value <= 0:
-        aom.mode("cw")
+        aom.gate_mode("cw")
         return
     aom.pulse_width(value)
-    aom.trigger("external")
-    aom.mode("pulsed")
+    aom.gate_mode("triggered")
 
 
 def set_alpha(bundle: StationBundle, target: str, value: float) -> None:

@@ -20,7 +20,7 @@ import numpy as np
 from qnetlab.clock import Clock
 from qnetlab.drivers.qnu import RESULT_COLUMNS, LinkRequest, QNULink
 from qnetlab.runstore import Run, RunStore, Stream
-from qnetlab.sequences.pumps import pumps_emitting
+from qnetlab.sequences.pumps import node_pumps, pumps_emitting
 from qnetlab.stations import StationBundle
 
 from .frames import bell_sign
@@ -79,8 +79,9 @@ class Generation:
 
 
 def link_pumps(bundle: StationBundle, link: str) -> contextlib.AbstractContextManager[None]:
-    """Both ends' pumps emitting for the run; shutters closed afterwards whatever happens."""
-    return pumps_emitting(*(bundle.node(n)["pump"] for n in bundle.topology.links[link].nodes))
+    """Both ends' pumps emitting for the run; shutters and gates closed afterwards whatever
+    happens."""
+    return pumps_emitting(*node_pumps(bundle, *bundle.topology.links[link].nodes))
 
 
 def set_protocol(bundle: StationBundle, link: str, protocol: str) -> None:

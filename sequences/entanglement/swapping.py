@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from qnetlab.runstore import RunStore
-from qnetlab.sequences.pumps import pumps_emitting
+from qnetlab.sequences.pumps import node_pumps, pumps_emitting
 from qnetlab.stations import StationBundle
 
 from . import plots
@@ -46,7 +46,7 @@ def swap_chain(bundle: StationBundle, pairs: int, cutoff_s: float, *, max_time_s
                calibration: dict[str, Any] | None = None) -> SwapResult:
     end_a, _, mid, _, end_b = middle_node(bundle)
     qa, qm, qb = (bundle.node(n)["qnu"] for n in (end_a, mid, end_b))
-    pumps = [bundle.node(n)["pump"] for n in (end_a, mid, end_b)]
+    pumps = node_pumps(bundle, end_a, mid, end_b)
     clock = bundle.clock
     runs = runs or RunStore()
     run = runs.run("entanglement.swap", station=bundle.station, clock=clock, sample=mid,

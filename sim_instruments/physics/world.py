@@ -43,10 +43,11 @@ def stream_seed(seed: int, *names: str) -> list[int]:
 
 @dataclass
 class AomSettings:
-    """The pump's acousto-optic modulator: CW, or pulses of ``width_s`` every ``period_s``
-    (internal trigger) or one per entanglement attempt (``trigger == "EXT"``)."""
+    """The pump's acousto-optic modulator: CW, closed (``OFF``: no pump light reaches the
+    transducer), or pulses of ``width_s`` every ``period_s`` (internal trigger) or one per
+    entanglement attempt (``trigger == "EXT"``). Written by the node's gate generator model."""
 
-    mode: str = "CW"  # CW, PULS, BURS
+    mode: str = "CW"  # CW, PULS, BURS, OFF
     width_s: float = 100e-9
     period_s: float = 20e-6
     trigger: str = "IMM"  # IMM, EXT, BUS
@@ -313,6 +314,9 @@ class Lab:
         aom, rate = node.aom, self.engines[node.name].attempt_rate_hz
         if aom.mode == "CW":
             node.pump.duty_cycle, node.pump.pulse_s, node.pumped_fraction = 1.0, None, 1.0
+            return
+        if aom.mode == "OFF":
+            node.pump.duty_cycle, node.pump.pulse_s, node.pumped_fraction = 0.0, None, 0.0
             return
         pulse_rate = rate if aom.trigger == "EXT" else 1.0 / aom.period_s
         node.pump.pulse_s = aom.width_s
