@@ -28,17 +28,19 @@ LINK = lab_spec("link").removesuffix("@qnetlab")
 NODE = lab_spec("node").removesuffix("@qnetlab")
 
 
-def node_lab_with(tmp_path: Path, serve: dict[int, dict]) -> str:
-    """The built-in node lab with ``x-serve`` entries on resources (by index), as a lab file of
-    its own (instrument YAMLs by absolute path)."""
+def node_lab_with(tmp_path: Path, serve: dict[str, dict]) -> str:
+    """The built-in node lab with ``x-serve`` entries on resources (keyed by a part of their
+    address, e.g. ``"fridge-alice"``), as a lab file of its own (instrument YAMLs by absolute
+    path)."""
     from pyvisa_qnetlab import resolve_lab_path
 
     source = Path(resolve_lab_path(NODE))
     lab = yaml.safe_load(source.read_text())
-    for i, spec in enumerate(lab["resources"].values()):
+    for address, spec in lab["resources"].items():
         spec["filename"] = str((source.parent / spec["filename"]).resolve())
-        if i in serve:
-            spec["x-serve"] = serve[i]
+        for part, options in serve.items():
+            if part in address:
+                spec["x-serve"] = options
     path = tmp_path / "node_served.yaml"
     path.write_text(yaml.safe_dump(lab, sort_keys=False))
     return str(path)
@@ -122,7 +124,7 @@ def test_binary_block_is_sent_whole_with_its_declared_length(served_lab):
 
 
 def test_max_clients_one_refuses_a_second_connection_until_the_first_closes(tmp_path):
-    lab = node_lab_with(tmp_path, {2: {"max_clients": 1}})
+    lab = node_lab_with(tmp_path, {"fridge-alice": {"max_clients": 1}})
     with ServedLab(lab, declared_ports=False) as served:
         port = port_of(served, "fridge")
         first = connect(port)
@@ -150,7 +152,7 @@ def free_port() -> int:
 
 def test_declared_port_is_used_when_free_and_reassigned_when_taken(tmp_path):
     wanted = free_port()
-    lab = node_lab_with(tmp_path, {0: {"port": wanted}})
+    lab = node_lab_with(tmp_path, {"qnu-alice": {"port": wanted}})
     with ServedLab(lab) as served:
         assert port_of(served, "qnu") == wanted
         with ServedLab(lab) as second:  # the port is taken now: another one, and it works
@@ -162,7 +164,7 @@ def test_declared_port_is_used_when_free_and_reassigned_when_taken(tmp_path):
 
 def test_port_base_assigns_ports_upwards(tmp_path):
     base = free_port()
-    with ServedLab(node_lab_with(tmp_path, {}), port_base=base) as served:
+    with ServedLab(node_lab_with(tmp_path, {}), port_base=base, declared_ports=False) as served:
         ports = [r.port for r in served.resources]
         assert min(ports) >= base and len(set(ports)) == len(ports)
 
@@ -172,7 +174,7 @@ def test_port_base_assigns_ports_upwards(tmp_path):
     ({"port": 70000}, "x-serve.port='70000': must be a TCP port 1..65535"),
 ])
 def test_bad_x_serve_is_one_line_naming_it(tmp_path, options, message):
-    lab = node_lab_with(tmp_path, {0: options})
+    lab = node_lab_with(tmp_path, {"qnu-alice": options})
     threads = set(threading.enumerate())
     fds = open_fds()
     with pytest.raises(ValueError, match=message):
