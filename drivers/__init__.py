@@ -1,21 +1,23 @@
-"""QCoDeS drivers for the QNU, the transducer pump laser and the fridge controller.
+"""QCoDeS drivers for the QNU, the transducer pump laser, the Lake Shore 372 and the Oxford Triton.
 
 The same class runs a real instrument or a simulated one; only the address and the VISA library
 (in the station file) differ.
 """
 
 from .base import HardLimitParameter, QnetlabVisaInstrument
-from .fridge import QnetlabFridgeController
+from .fridge import QnetlabLakeshore372
 from .pump_laser import QnetlabPumpLaser
 from .qnu import LinkRequest, LinkResults, LinkStatus, QnetlabQNU
+from .triton import QnetlabTriton
 
 __all__ = [
     "HardLimitParameter",
     "LinkRequest",
     "LinkResults",
     "LinkStatus",
-    "QnetlabFridgeController",
+    "QnetlabLakeshore372",
     "QnetlabPumpLaser",
     "QnetlabQNU",
+    "QnetlabTriton",
     "QnetlabVisaInstrument",
 ]
