@@ -16,7 +16,7 @@ from qcodes.station import Station
 from qnetlab.clock import Clock, WallClock
 
 from .lock import InstrumentLock, acquire, hardware_addresses
-from .topology import Topology, TopologyError, parse_topology
+from .topology import NODE_ROLES, Topology, TopologyError, parse_topology
 
 TOPOLOGY_TYPE = "qnetlab.stations.topology.NetworkTopology"
 FIBER_TOLERANCE_KM = 1e-3
@@ -33,9 +33,10 @@ class StationBundle(NamedTuple):
         return self.station.components[name]
 
     def node(self, name: str) -> dict[str, Any]:
-        """The instruments of a node: ``{"qnu": ..., "pump": ..., "fridge": ...}``."""
+        """The instruments of a node by role: ``{"qnu": ..., "pump": ..., "fridge": ...}``
+        (every role of :data:`~qnetlab.stations.topology.NODE_ROLES`)."""
         spec = self.topology.nodes[name]
-        return {role: self.instrument(getattr(spec, role)) for role in ("qnu", "pump", "fridge")}
+        return {role: self.instrument(getattr(spec, role)) for role in NODE_ROLES}
 
     def herald(self, link: str) -> Any:
         """The QNU of a link's heralding station (its herald)."""
