@@ -59,7 +59,8 @@ def open_on(request) -> Callable[[pyvisa.ResourceManager], Opener]:
     def factory(rm: pyvisa.ResourceManager) -> Opener:
         def op(resource: str) -> pyvisa.resources.MessageBasedResource:
             term = "\r\n" if resource.endswith("SOCKET") else "\n"
-            inst = rm.open_resource(resource, read_termination=term, write_termination=term)
+            read = "\n" if resource.endswith("::33576::SOCKET") else term  # Triton answers LF
+            inst = rm.open_resource(resource, read_termination=read, write_termination=term)
             inst.timeout = 500
             opened.append(inst)
             return inst  # type: ignore[return-value]
@@ -85,6 +86,7 @@ QNU_A = "TCPIP0::qnu-alice.lab::inst0::INSTR"
 QNU_B = "TCPIP0::qnu-bob.lab::inst0::INSTR"
 PUMP_A = "TCPIP0::pump-alice.lab::inst0::INSTR"
 FRIDGE_A = "TCPIP0::fridge-alice.lab::7777::SOCKET"
+TRITON_A = "TCPIP0::triton-alice.lab::33576::SOCKET"
 STATION = "TCPIP0::herald-mid.lab::inst0::INSTR"
 
 

@@ -42,6 +42,9 @@ class LakeShore372Model(DeviceModel):
             wired = ch in CHANNEL_STAGES
             self.device.store("inset", "1,3,3,0,1" if wired else "0,3,3,0,1", ch)
             self.device.store("sensor_name", CHANNEL_NAMES.get(ch, f"Channel {ch}"), ch)
+        # the YAML's default suits the warm-up heater's fields (stock @sim has one default for
+        # every output); the sample heater drives a 120 ohm load
+        self.device.store("htrset", "+120.000,0,+0.000,2", "0")
         self.device.store("htrset", "2,1,+0.000,1", "1")  # warm-up heater: 50 ohm, 0.45 A
         self.device.store("outmode", "0,0,0,0,0,1", "1")
         self.device.store("outmode", "4,0,0,0,0,1", "2")  # analog output drives the still
