@@ -15,7 +15,7 @@ commands and calls its parse functions on the replies (:func:`oxford_parser`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -155,6 +155,14 @@ class QnetlabTriton(QnetlabVisaInstrument):
             vals=vals.Numbers(0.01, self.SAFE_MAX_INTERLOCK_K),
             docstring="MXC temperature above which the pump laser is cut.")
         """MXC temperature above which the pump laser is cut."""
+
+    def snapshot_base(self, update: bool | None = False,
+                      params_to_skip_update: Sequence[str] | None = None) -> dict[str, Any]:
+        """A snapshot reads only ``IDN`` from the Triton; every other parameter is reported as
+        last read. The Triton answers each path in hundreds of ms (10 s and more when busy), so
+        reading all of them would hold a station load for seconds to minutes."""
+        skip = [name for name in self.parameters if name != "IDN"]
+        return super().snapshot_base(update, [*skip, *(params_to_skip_update or ())])
 
     def get_idn(self) -> dict[str, str | None]:
         """``IDN:OXFORD INSTRUMENTS:TRITON:serial:firmware``, split as OxfordTriton splits it."""

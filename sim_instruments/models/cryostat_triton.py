@@ -3,7 +3,8 @@
 The Triton of a node shares the node's world fridge with the node's Lake Shore 372
 (:mod:`.cryostat`): it writes the pulse tube and the interlock ceiling, and reads the stages, the
 gauges and the interlock state. Replies are the Triton's in-band ``STAT:...`` strings; every
-command costs :attr:`TritonModel.REPLY_S` of lab time (the Triton software answers slowly).
+``READ:``/``SET:`` command costs :attr:`TritonModel.REPLY_S` of lab time (the Triton software
+goes to the fridge's hardware and answers slowly); ``*IDN?`` is answered by the software alone.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ class TritonModel(DeviceModel):
         self.lab.sync()
 
     def idn(self) -> str:
-        self.slow()
+        """Answered by the Triton PC software itself, without asking the fridge: not slow."""
         return f"IDN:{self.VENDOR}:{self.MODEL}:{self.serial()}:{self.FIRMWARE}"
 
     # --- system ------------------------------------------------------------------------------
