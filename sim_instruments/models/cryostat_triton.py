@@ -46,7 +46,15 @@ class TritonModel(DeviceModel):
 
     def on_reset(self) -> None:
         for ch in map(str, range(1, 17)):
-            self.device.store("meas_enab", "ON" if ch in THERMOMETERS else "NOT_FOUND", ch)
+            self.device.store("meas_enab", "ON" if ch in THERMOMETERS else "OFF", ch)
+
+    def on_power_cycle(self) -> None:
+        """A restart of the Triton software: the interlock ceiling is saved configuration and
+        the compressor is separate hardware, so neither falls back to a default (a restart
+        must not raise the ceiling by itself); the rest comes back at power-on defaults."""
+        self.device.store("interlock_tmax", self.fridge.interlock_max_k)
+        self.device.store("comp_state", "ON" if self.fridge.pulse_tube_on else "OFF")
+        super().on_power_cycle()
 
     def apply(self) -> None:
         self.lab.sync()
