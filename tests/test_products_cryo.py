@@ -235,7 +235,7 @@ def test_station_limits_cannot_widen_the_hard_limits(lab):
         with pytest.raises(SafetyLimitError, match=r"interlock_max_temperature"):
             gas.interlock_max_temperature(0.5)
         assert sent == [] and world.interlock_max_k == 0.05 and world.heater.range_index == 0
-        with pytest.raises(InstrumentError, match="TMAX:0.5:INVALID"):
+        with pytest.raises(InstrumentError, match=r"TMAX:0\.5:INVALID"):
             gas.triton_set("SET:SYS:INTLK:TMAX:0.5")  # the Triton refuses it too
         gas.interlock_max_temperature(0.03)  # narrowing is allowed
         assert world.interlock_max_k == 0.03
