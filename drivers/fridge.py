@@ -12,6 +12,7 @@ pressures and the interlock are the Oxford Triton's (:mod:`qnetlab.drivers.trito
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import qcodes.validators as vals
@@ -84,6 +85,11 @@ class QnetlabLakeshore372(QnetlabVisaInstrument, LakeshoreModel372):
             self.stages[stage] = self.submodules[f"ch{int(channel):02d}"]  # type: ignore[assignment]
             setattr(self, stage, self.stages[stage])
         self._guard_sample_heater(self.sample_heater)
+        for output in (self.sample_heater, self.warmup_heater, self.analog_heater):
+            # QCoDeS's version (and its blocking_t) sleeps in wall time; this one waits on the
+            # lab clock (virtual in simulation)
+            output.wait_until_set_point_reached = partial(  # type: ignore[method-assign]
+                self._wait_until_set_point_reached, output)
         self.mxc_heater: LakeshoreModel372Output = self.sample_heater
         """The mixing-chamber heater (the 372's sample heater, output 0)."""
         self.still_heater: Parameter = self.add_parameter(
@@ -127,6 +133,30 @@ class QnetlabLakeshore372(QnetlabVisaInstrument, LakeshoreModel372):
             "manual_output", label="Manual output", unit="%", get_cmd=f"MOUT? {index}",
             set_cmd=f"MOUT {index},{{:.4f}}", get_parser=float, vals=vals.Numbers(0, 100),
             docstring="Heater output in open-loop mode (the 372's MOUT).")
+
+    def _wait_until_set_point_reached(self, output: LakeshoreModel372Output,
+                                      wait_cycle_time: float | None = None,
+                                      wait_tolerance: float | None = None,
+                                      wait_equilibration_time: float | None = None) -> None:
+        """QCoDeS's ``wait_until_set_point_reached`` (same arguments and defaults from the
+        output's ``wait_*`` parameters), polling on the lab clock: returns once the control
+        input has stayed within ``|T - setpoint| / T < tolerance`` for the equilibration time."""
+        cycle = wait_cycle_time or output.wait_cycle_time.get_latest()
+        tolerance = wait_tolerance or output.wait_tolerance.get_latest()
+        hold = wait_equilibration_time or output.wait_equilibration_time.get_latest()
+        name = self.input_channel_parameter_values_to_channel_name_on_instrument[
+            output.input_channel()]
+        channel = self.submodules[name]
+        clock, held_since = self.clock, None
+        while True:
+            reading, now = channel.temperature(), clock.now()
+            if reading > 0 and abs(reading - output.setpoint()) / reading < tolerance:
+                held_since = now if held_since is None else held_since
+                if now - held_since >= hold:
+                    return
+            else:
+                held_since = None
+            clock.sleep(cycle)
 
     def _set_setpoint(self, value: float) -> None:
         self.write(f"SETP {self.sample_heater._output_index}, {value:.6g}")

@@ -271,6 +271,30 @@ def test_interlock_trips_and_stays_tripped_until_reset_when_cold(lab, open_on):
         gas.close()
 
 
+def test_lakeshore_waits_for_its_setpoint_on_the_lab_clock(lab, monkeypatch):
+    """QCoDeS's blocking_t / wait_until_set_point_reached, on the lab clock (no wall sleep)."""
+    fridge = QnetlabLakeshore372("fridge_w", FRIDGE_A, visalib=lab_spec("link"),
+                                 print_connect_message=False)
+    monkeypatch.setattr("time.sleep", lambda s: pytest.fail(f"wall-time sleep of {s} s"))
+    try:
+        heater = fridge.sample_heater
+        heater.input_channel(6)
+        heater.P(20)
+        heater.I(30)
+        heater.range_limits([0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 2.0])  # 30 mK: 1mA
+        heater.mode("closed_loop")
+        heater.wait_cycle_time(10)
+        heater.wait_tolerance(0.05)  # the bridge reads with 0.2 % noise
+        heater.wait_equilibration_time(60)
+        t0 = fridge.clock.now()
+        heater.blocking_t(0.03)
+        assert heater.output_range() == "1mA"
+        assert fridge.mxc.temperature() == pytest.approx(0.03, rel=heater.wait_tolerance())
+        assert fridge.clock.now() - t0 >= heater.wait_equilibration_time()
+    finally:
+        fridge.close()
+
+
 def test_lakeshore_safe_state_turns_the_heaters_off_and_reset_does_not_reheat(lab):
     fridge = QnetlabLakeshore372("fridge_s", FRIDGE_A, visalib=lab_spec("link"),
                                  print_connect_message=False)
