@@ -71,6 +71,8 @@ class QnetlabLakeshore372(QnetlabVisaInstrument, LakeshoreModel372):
     #: Lake Shore needs this long before a new setpoint reads back (QCoDeS's post_delay), waited
     #: on the lab clock instead of in wall time.
     SETPOINT_SETTLE_S: ClassVar[float] = 0.5
+    #: The sample heater's output number on the wire (the 372's output 0).
+    SAMPLE_HEATER: ClassVar[int] = 0
     #: Heater commands (ranges, heater output modes, manual output, still): never replayed after
     #: a reset, so heating returns only through an explicit call.
     EMITS_OR_HEATS = ("RANGE ", "OUTMODE 0,", "OUTMODE 1,", "MOUT ", "STILL ")
@@ -115,7 +117,7 @@ class QnetlabLakeshore372(QnetlabVisaInstrument, LakeshoreModel372):
         commands, and add the 372's manual output (``MOUT``), which QCoDeS does not declare."""
         ranges = heater.RANGES
         allowed = [k for k, v in ranges.items() if v <= ranges[self.SAFE_MAX_RANGE]]
-        index = heater._output_index
+        index = self.SAMPLE_HEATER
         heater.remove_parameter("output_range")
         heater.output_range = heater.add_parameter(  # type: ignore[misc]
             "output_range", label="Heater range", parameter_class=HardCappedRange,
@@ -159,7 +161,7 @@ class QnetlabLakeshore372(QnetlabVisaInstrument, LakeshoreModel372):
             clock.sleep(cycle)
 
     def _set_setpoint(self, value: float) -> None:
-        self.write(f"SETP {self.sample_heater._output_index}, {value:.6g}")
+        self.write(f"SETP {self.SAMPLE_HEATER}, {value:.6g}")
         self.clock.sleep(self.SETPOINT_SETTLE_S)
 
     def heaters_off(self) -> None:
