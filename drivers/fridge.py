@@ -23,7 +23,9 @@ from qcodes.instrument_drivers.Lakeshore.Lakeshore_model_372 import (
 )
 from qcodes.parameters import Parameter
 
-from .base import HardLimitParameter, QnetlabVisaInstrument, SafetyLimitError, StandardEventStatus
+from qnetlab.errors import SafetyLimitError
+
+from .base import HardLimitParameter, QnetlabVisaInstrument, StandardEventStatus
 
 if TYPE_CHECKING:
     from typing import Unpack
