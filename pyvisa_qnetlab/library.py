@@ -15,7 +15,7 @@ from pyvisa_sim.devices import Devices
 from pyvisa_sim.highlevel import SimVisaLibrary
 
 from qnetlab.clock import VirtualClock
-from qnetlab.sim_instruments.physics.world import Lab
+from qnetlab.sim_instruments.physics.world import DEFAULT_NODE, Lab, one_node_lab
 
 from .device import PhysDevice, bind_model, promote
 from .faults import FaultInjector
@@ -79,7 +79,10 @@ class QnetlabVisaLibrary(SimVisaLibrary):
 
     def _parse(self) -> Devices:
         loader = parser.Loader(self.lab_path, False)
-        self.lab_config = dict(loader.data.get("x-lab", {}))
+        bare = "x-lab" not in loader.data  # a bare instrument YAML: a one-node lab
+        self.lab_config = one_node_lab(os.path.splitext(os.path.basename(self.lab_path))[0]) \
+            if bare else dict(loader.data["x-lab"] or {})
+        default_bind = {"node": DEFAULT_NODE} if bare else {}
         devices = Devices()
         for i, (resource, rdict) in enumerate(loader.data.get("resources", {}).items()):
             dd = loader.get_device_dict(
@@ -92,7 +95,7 @@ class QnetlabVisaLibrary(SimVisaLibrary):
             rng = _device_rng(self.lab_config, i)
             promote(device, dd, self.lock, self.clock, rng)
             self._resources[canonical] = {"device": device, "dict": dd, "bind": rdict.get(
-                "x-bind", {})}
+                "x-bind") or default_bind}
         return devices
 
     def _build_lab(self, seed: int | None) -> None:

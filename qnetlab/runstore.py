@@ -3,8 +3,10 @@
 - Swept (scalar or array) data goes through QCoDeS's ``Measurement`` with the station, into the
   data directory's QCoDeS database, with the station snapshot; scalar points are buffered and
   handed to QCoDeS in batches (arrays to ``add_result``), then committed, every
-  ``flush_period_s`` or ``flush_points``. A flusher thread commits buffered points when no
-  further point arrives, so they reach disk within the flush period in any case.
+  ``flush_period_s`` or ``flush_points``; a sequence that gathers its own batches hands them
+  over as arrays with ``add_points``, committed the same way (no per-point cost over QCoDeS).
+  A flusher thread commits pending points when no further point arrives, so they reach disk
+  within the flush period in any case.
 - Raw streams (time tags, per-herald records, per-shot outcomes) go into one HDF5 file per run,
   written with h5py in SWMR mode in the HDF5 1.10 format, flushed after every append, so a run
   killed with SIGKILL leaves a file holding everything appended before the kill. While the run
@@ -218,6 +220,8 @@ class Run:
         self._buffer: dict[str, list[Any]] = {}
         self._buffered = 0
         self._buffered_since = 0.0
+        self._handed = 0  # points handed to QCoDeS, not yet committed
+        self._handed_since = 0.0
         self._last_flush = time.perf_counter()
         self._lock = threading.RLock()
         self._flusher: _Flusher | None = None
@@ -408,9 +412,54 @@ class Run:
                 self._buffered += 1
             elif not self._begin_batch(row):
                 return
-            if (self._buffered >= self.store.flush_points
+            if (self._buffered + self._handed >= self.store.flush_points
                     or time.perf_counter() - self._last_flush >= self.store.flush_period_s):
                 self.flush()
+
+    def add_points(self, *pairs: tuple[Any, Any], **columns: Any) -> int:
+        """Record many sweep points at once: ``add_points(x=xs, y=ys)`` or ``add_points((param,
+        xs), ...)``, one equal-length 1-D array per registered scalar quantity; returns how many.
+
+        For a sequence that gathers its own batches: the arrays go to QCoDeS as they are (after
+        the points ``add_point`` buffered, so the order is kept) and are committed as buffered
+        points are, every ``flush_points`` points or ``flush_period_s``, or by the flusher
+        thread when no more come, so they reach disk within the flush period in any case."""
+        if self.status != "running":
+            raise RuntimeError(f"run {self.name!r} is {self.status}; use 'with run:'")
+        named = {self._name_of(k): v for k, v in pairs}
+        named.update(columns)
+        arrays, count = self._point_columns(named)
+        with self._lock:
+            with self.store.database():
+                if self._buffered:
+                    self._hand_over()
+                if count:
+                    self._saver.add_result(*((self._registered[k], a) for k, a in arrays.items()))
+            if count and not self._handed:
+                self._handed_since = time.perf_counter()
+            self._handed += count
+            if (self._handed >= self.store.flush_points
+                    or time.perf_counter() - self._last_flush >= self.store.flush_period_s):
+                self.flush()
+        return count
+
+    def _point_columns(self, named: dict[str, Any]) -> tuple[dict[str, np.ndarray], int]:
+        """``named`` as 1-D arrays of one length, checked: registered scalar quantities only."""
+        unknown = set(named) - set(self._registered)
+        if unknown:
+            raise KeyError(f"run {self.name!r}: {sorted(unknown)} not registered "
+                           f"(registered: {sorted(self._registered)})")
+        arrays = sorted(self._array_names & set(named))
+        if arrays:
+            raise ValueError(f"run {self.name!r}: add_points takes scalar quantities, {arrays} "
+                             f"are array quantities (add them with add_point)")
+        columns = {k: np.asarray(v) for k, v in named.items()}
+        shapes = {k: a.shape for k, a in columns.items()}
+        if not columns or any(a.ndim != 1 for a in columns.values()) \
+                or len(set(shapes.values())) != 1:
+            raise ValueError(f"run {self.name!r}: add_points needs one 1-D array of the same "
+                             f"length per quantity, got shapes {shapes}")
+        return columns, next(iter(shapes.values()))[0]
 
     def _begin_batch(self, row: dict[str, Any]) -> bool:
         """Check a point whose quantities differ from the buffered ones; write it at once if it
@@ -433,8 +482,9 @@ class Run:
     def _flush_if_stale(self, age_s: float) -> None:
         """Flush when points have waited ``age_s`` (called by the flusher thread)."""
         with self._lock:
-            if (self.status == "running" and self._buffered
-                    and time.perf_counter() - self._buffered_since >= age_s):
+            oldest = self._handed_since if self._handed else self._buffered_since
+            if (self.status == "running" and (self._buffered or self._handed)
+                    and time.perf_counter() - oldest >= age_s):
                 self.flush()
 
     def flush(self) -> None:
@@ -443,11 +493,20 @@ class Run:
             return
         with self._lock, self.store.database():
             if self._buffered:
-                self._saver.add_result(*((self._registered[k], np.asarray(v))
-                                         for k, v in self._buffer.items()))
-                self._buffer, self._buffered = {}, 0
+                self._hand_over()
             self._saver.flush_data_to_database(block=True)
+            self._handed = 0
             self._last_flush = time.perf_counter()
+
+    def _hand_over(self) -> None:
+        """Give the points ``add_point`` buffered to QCoDeS as arrays (committed by
+        :meth:`flush`); call holding the run's lock and the database."""
+        self._saver.add_result(*((self._registered[k], np.asarray(v))
+                                 for k, v in self._buffer.items()))
+        if not self._handed:
+            self._handed_since = self._buffered_since
+        self._handed += self._buffered
+        self._buffer, self._buffered = {}, 0
 
     @property
     def dataset(self) -> Any:

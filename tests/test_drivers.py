@@ -364,3 +364,23 @@ def test_qcodes_station_with_the_three_drivers_and_lakeshore_372(lab, caplog):
         pump.power(9.0)  # the station narrowed the limit
     ls, fridge = station.components["ls372_alice"], station.components["fridge_alice"]
     assert ls.ch06.temperature() == pytest.approx(fridge.mxc.temperature(), rel=1e-6)
+
+
+def test_a_qcodes_driver_class_runs_under_qnetlab_io_by_multiple_inheritance(lab, capsys):
+    """QnetlabVisaInstrument is cooperative: mixed with QCoDeS's own LakeshoreModel372, the
+    QCoDeS driver's parameters (queried already in its ``__init__``) go through qnetlab's I/O,
+    error checks and lab clock."""
+    from qcodes.instrument_drivers.Lakeshore import LakeshoreModel372
+
+    from qnetlab.drivers.base import QnetlabVisaInstrument, StandardEventStatus
+
+    class Lakeshore(QnetlabVisaInstrument, LakeshoreModel372):
+        error_reporting = StandardEventStatus()
+        default_terminator = "\r\n"
+
+    ls = Lakeshore("ls_coop", FRIDGE_A, visalib=lab_spec("link"), timeout=0.5)
+    assert "Connected to: LSCI 372" in capsys.readouterr().out  # *IDN? inside QCoDeS's __init__
+    assert 0.0 < ls.ch06.temperature() < 1.0
+    assert ls.clock.now() == lab.clock.now()  # the lab's virtual clock, not wall time
+    with pytest.raises(InstrumentError, match=r"BOGUS 1.*command error"):
+        ls.write("BOGUS 1")

@@ -95,6 +95,49 @@ def test_misuse_is_refused_clearly(qnetlab_store):
             run.register("late")
 
 
+def test_add_points_keeps_order_with_add_point_and_commits_batches(tmp_path):
+    from qnetlab.runstore import RunStore
+
+    with RunStore(tmp_path, flush_points=5, flush_period_s=60.0) as store:
+        run = store.run("batches")
+        run.register("i")
+        run.register("v", setpoints=("i",))
+        with run:
+            run.add_point(i=0, v=0.0)
+            run.add_point(i=1, v=10.0)
+            assert run.add_points(i=np.arange(2, 6), v=10.0 * np.arange(2, 6)) == 4
+            # five points pending: committed, readable while the run is still open
+            assert load_run(run.guid, store.data_dir).arrays()["v"]["v"].tolist() == \
+                [0.0, 10.0, 20.0, 30.0, 40.0, 50.0]
+            run.add_points(("i", [6, 7]), v=[60.0, 70.0])
+            run.add_point(i=8, v=80.0)
+        data = load_run(run.guid, store.data_dir).arrays()["v"]
+    np.testing.assert_array_equal(data["i"], np.arange(9))
+    np.testing.assert_array_equal(data["v"], 10.0 * np.arange(9))
+
+
+def test_add_points_refuses_bad_columns_in_one_line(qnetlab_store):
+    run = qnetlab_store.run("bad_points")
+    run.register("x")
+    run.register("y", setpoints=("x",))
+    run.register("trace", array=True)
+    with pytest.raises(RuntimeError, match="use 'with run:'"):
+        run.add_points(x=[1.0])
+    with run:
+        with pytest.raises(KeyError, match=r"\['z'\] not registered"):
+            run.add_points(x=[1.0], z=[2.0])
+        with pytest.raises(ValueError, match=r"\['trace'\] are array quantities"):
+            run.add_points(trace=[1.0, 2.0])
+        with pytest.raises(ValueError, match=r"same length per quantity, got shapes "
+                                             r"\{'x': \(2,\), 'y': \(1,\)\}"):
+            run.add_points(x=[1.0, 2.0], y=[1.0])
+        with pytest.raises(ValueError, match="1-D array"):
+            run.add_points(x=[[1.0]], y=[[1.0]])
+        run.add_points(x=[1.0], y=[3.0])
+    data = load_run(run.guid, qnetlab_store.data_dir).arrays()["y"]
+    assert data["x"].tolist() == [1.0] and data["y"].tolist() == [3.0]
+
+
 def test_array_quantities_go_straight_to_qcodes(qnetlab_store):
     run = qnetlab_store.run("trace")
     run.register("wavelength", array=True)

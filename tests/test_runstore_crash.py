@@ -71,6 +71,31 @@ def test_points_of_a_burst_reach_disk_within_the_default_flush_period(tmp_path):
     np.testing.assert_array_equal(run.streams["tags"]["time_ps"], np.arange(1234))
 
 
+BATCH = textwrap.dedent("""
+    import sys, time, numpy as np
+    from qnetlab.runstore import RunStore
+    store = RunStore(sys.argv[1])           # default flush settings: 20,000 points or 0.5 s
+    run = store.run("batch")
+    run.register("i"); run.register("v", setpoints=("i",))
+    with run:
+        run.add_points(i=np.arange(300), v=3.0 * np.arange(300))
+        print("BATCH", store.flush_period_s, flush=True)
+        time.sleep(600)                     # no further point: only the flusher can save them
+""")
+
+
+def test_a_batch_of_add_points_reaches_disk_within_the_flush_period(tmp_path):
+    proc = start(BATCH, str(tmp_path))
+    line = kill_after_line(proc, "BATCH")
+    assert line.startswith("BATCH"), "the child did not get to its batch"
+    time.sleep(float(line.split()[1]))  # one flush period after the batch, then the kill
+    sigkill(proc)
+    (row,) = list_runs(tmp_path)
+    assert row["status"] == "dead"
+    np.testing.assert_array_equal(load_run(row["guid"], tmp_path).arrays()["v"]["v"],
+                                  3.0 * np.arange(300))
+
+
 KILL_IN_CREATION = textwrap.dedent("""
     import os, signal, sys, h5py
     from qnetlab.runstore import RunStore

@@ -25,6 +25,15 @@ from .drift import DriftingValue
 from .heralding import HeraldSetup, NodeOptics
 from .transducer import PumpState, Transducer
 
+#: The one node of a bare instrument YAML (a file without ``x-lab``): its resources belong to it.
+DEFAULT_NODE = "node"
+
+
+def one_node_lab(name: str) -> dict[str, Any]:
+    """The ``x-lab`` of a file that has none (a bare instrument YAML): one node,
+    :data:`DEFAULT_NODE`, so that each instrument in it works with its physics."""
+    return {"name": name, "nodes": [DEFAULT_NODE], "stations": []}
+
 
 def stream_seed(seed: int, *names: str) -> list[int]:
     """A reproducible seed sequence for a named random stream of the lab."""
