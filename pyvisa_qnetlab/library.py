@@ -15,6 +15,7 @@ from pyvisa_sim.devices import Devices
 from pyvisa_sim.highlevel import SimVisaLibrary
 
 from qnetlab.clock import VirtualClock
+from qnetlab.sim_instruments.physics.profiles import get_profile
 from qnetlab.sim_instruments.physics.world import DEFAULT_NODE, Lab, one_node_lab
 
 from .device import PhysDevice, bind_model, promote
@@ -98,8 +99,8 @@ class QnetlabVisaLibrary(SimVisaLibrary):
                 "x-bind") or default_bind}
         return devices
 
-    def _build_lab(self, seed: int | None) -> None:
-        self.lab = Lab(self.lab_config, self.clock, seed)
+    def _build_lab(self, seed: int | None, profile: str | None = None) -> None:
+        self.lab = Lab(self.lab_config, self.clock, seed, profile)
         for canonical, info in self._resources.items():
             dev: PhysDevice = info["device"]
             model_path = info["dict"].get("x-model")
@@ -108,8 +109,9 @@ class QnetlabVisaLibrary(SimVisaLibrary):
                 bind_model(dev, model)
 
     # --- public helpers --------------------------------------------------------------------
-    def reset_state(self, seed: int | None = None) -> None:
-        """Fresh lab: defaults, clock at 0, a new world (same seed unless given), no faults.
+    def reset_state(self, seed: int | None = None, profile: str | None = None) -> None:
+        """Fresh lab: defaults, clock at 0, a new world (same seed unless given; the lab file's
+        device profile unless ``profile`` names another), no faults.
 
         Open sessions keep working (unlike pyvisa-sim's ``_init``)."""
         with self.lock:
@@ -118,7 +120,13 @@ class QnetlabVisaLibrary(SimVisaLibrary):
                 dev: PhysDevice = info["device"]
                 dev.reset_to_defaults()
                 dev.faults.clear()
-            self._build_lab(seed)
+            self._build_lab(seed, profile)
+
+    def use_profile(self, profile: str) -> None:
+        """Put the lab on device profile ``profile`` (a fresh lab, same seed) unless it is on it
+        already; an unknown name is a one-line ``ValueError``."""
+        if self.lab.profile.name != get_profile(profile).name:
+            self.reset_state(self.lab.seed, profile)
 
     def device(self, resource: str) -> PhysDevice:
         return self.devices[rname.to_canonical_name(resource)]  # type: ignore[return-value]

@@ -68,6 +68,7 @@ class Context:
         self.station = DEMO_STATION
         self.debug = False
         self.data_option: str | None = None
+        self.profile: str | None = None  # --profile: the simulated labs' device profile
         self._data: Path | None = None
         self.library_errors = _LastLibraryError()
 
@@ -163,12 +164,47 @@ def _check_visalib(path: Path, name: str, spec: dict[str, Any]) -> None:
         f"{package}`")
 
 
+def _keep_profile(click_ctx: click.Context, _param: click.Parameter, value: str | None
+                  ) -> str | None:
+    if value is not None:
+        click_ctx.ensure_object(Context).profile = value
+    return value
+
+
+def _profile_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--profile NAME``: the device profile the station's simulated labs run (checked by the
+    lab: an unknown name is one error line listing the profiles)."""
+    return click.option(
+        "--profile", default=None, metavar="NAME", expose_value=False, callback=_keep_profile,
+        is_eager=True, help="Device profile of the simulated lab: sota-2025 or target-2030 "
+                            "(default: the lab file's, else target-2030).")(command)
+
+
+def _use_profile(path: Path, profile: str | None) -> None:
+    """Put every simulated lab of the station on ``profile`` before anything is brought up."""
+    if profile is None:
+        return
+    import pyvisa
+    import yaml
+
+    raw = yaml.safe_load(path.read_text()) or {}
+    labs = {str((spec.get("init") or {}).get("visalib") or "")
+            for spec in (raw.get("instruments") or {}).values() if isinstance(spec, dict)}
+    labs = {v for v in labs if v.endswith("@qnetlab")}
+    if not labs:
+        raise click.BadParameter(f"{profile!r} needs a simulated (@qnetlab) station; "
+                                 f"{path.name} has none", param_hint="--profile")
+    for visalib in sorted(labs):
+        pyvisa.ResourceManager(visalib).visalib.use_profile(profile)
+
+
 def _bring_up(ctx: Context, calibrated: bool = True) -> tuple[Any, Any]:
     """(bundle, calibration store or None): the station up, calibration applied if asked."""
     from qnetlab import stations
     from qnetlab.sequences.calibration import load_calibrated
 
     path = _station_path(ctx.station)
+    _use_profile(path, ctx.profile)
     if calibrated:
         return load_calibrated(path, ctx.data)
     return stations.load(path), None
@@ -292,6 +328,7 @@ def _first_link(station: str) -> str:
 @click.option("--pairs", default=2000, show_default=True, type=click.IntRange(100, 100_000),
               help="Pairs for tomography and for CHSH.")
 @click.option("--report/--no-report", default=True, help="Write the HTML report.")
+@_profile_option
 @pass_ctx
 def demo(ctx: Context, pairs: int, report: bool) -> None:
     """Bring the simulated link up, calibrate it, generate and verify entanglement.
@@ -370,6 +407,7 @@ def _demo_report(ctx: Context, store: Any, bundle: Any, cal: Any, result: Any,
         ("Summary", reports.table(rows, ("quantity", "value"))),
         ("Calibration", reports.table(cal_rows, ("node", "status", "detail"))),
         ("Figures", "".join(reports.image(p, p.stem) for p in figures)),
+        _roadmap_section(bundle, store, result.tomography_run.link),
     ]
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
     return reports.write(ctx.data / "reports" / f"demo_{stamp}.html",
@@ -382,6 +420,7 @@ def _demo_report(ctx: Context, store: Any, bundle: Any, cal: Any, result: Any,
 @click.option("--force", is_flag=True, help="Measure every node even if fresh.")
 @click.option("--approve", "approve", type=int, multiple=True, metavar="RECORD",
               help="Approve a held update (and the others held with it), then stop.")
+@_profile_option
 @pass_ctx
 def calibrate_cmd(ctx: Context, targets: tuple[str, ...], force: bool,
                   approve: tuple[int, ...]) -> None:
@@ -449,6 +488,7 @@ def _finite(_ctx: click.Context, _param: click.Parameter, value: float) -> float
               type=click.FloatRange(*MAX_TIME_S), help="Lab seconds the request may take.")
 @click.option("--min-fidelity", default=0.5, show_default=True, type=click.FloatRange(0, 1),
               help="Fidelity the pairs must reach (needs bases X,Y,Z; 0: no requirement).")
+@_profile_option
 @click.pass_context
 def entangle(click_ctx: click.Context, link: str | None, pairs: int, protocol: str | None,
              bases: tuple[str, ...], max_time: float, min_fidelity: float) -> None:
@@ -495,7 +535,10 @@ def entangle(click_ctx: click.Context, link: str | None, pairs: int, protocol: s
 def _entangle_verdict(gen: Any, min_fidelity: float, measures_fidelity: bool,
                       max_time: float) -> None:
     """Print what a generation delivered and its verdict; NotDelivered when it fell short."""
-    from qnetlab.sequences.entanglement.verification import fidelity_estimate
+    from qnetlab.sequences.entanglement.verification import (
+        entanglement_verdict,
+        fidelity_estimate,
+    )
 
     click.echo(f"{len(gen)} of {gen.requested} pairs on {gen.link} ({gen.protocol}, request "
                f"{gen.state}) at {gen.rate_hz:.1f} heralds/s; run {gen.run_guid}")
@@ -507,6 +550,8 @@ def _entangle_verdict(gen: Any, min_fidelity: float, measures_fidelity: bool,
         f, err, reason = fidelity_estimate(gen)
         click.echo("fidelity to the heralded Bell state: "
                    f"{plus_minus(f, err) if reason is None else reason}")
+        if reason is None:
+            click.echo(entanglement_verdict(f, err).line())
         if min_fidelity > 0 and reason is not None:
             short.append(f"fidelity not verified against the requested {min_fidelity:g}")
         elif min_fidelity > 0 and f < min_fidelity:
@@ -579,6 +624,70 @@ def _calibration_rows(topology: Any, store: Any, now: float) -> list[tuple[str, 
         rows.append((name, st.last_outcome, f"{(now - st.last_success) / 3600:.2f} h", timeout,
                      "fresh" if graph.fresh(key, states, now) else "STALE"))
     return rows
+
+
+ROADMAP_HEADER = ("parameter", "rate, 2x better", "F change", "to F > 0.5", "to Bell F > 0.78")
+
+
+def _link_point(bundle: Any, store: Any, link_name: str, noise_floor: float = 0.0) -> Any:
+    """The calibrated link as the roadmap sees it (memory T2 read from the QNUs)."""
+    from qnetlab.sequences import roadmap as rm
+
+    link = bundle.topology.links[link_name]
+    t2 = [bundle.node(n)["qnu"].qubit.t2() for n in link.nodes]
+    return rm.calibrated_point(store.as_dict(), tuple(link.nodes), link.herald,
+                               max(link.fiber_km), sum(t2) / len(t2), noise_floor)
+
+
+def _roadmap_section(bundle: Any, store: Any, link_name: str) -> tuple[str, str]:
+    """The demo report's "what would it take": each parameter 2x better alone."""
+    import io
+
+    from qnetlab import report as reports
+    from qnetlab.sequences import roadmap as rm
+
+    result = rm.roadmap(_link_point(bundle, store, link_name))
+    png = io.BytesIO()
+    rm.figure(result, f"link {link_name}: each parameter 2x better, alone").savefig(
+        png, format="png", dpi=90)
+    return ("What would it take", reports.table(rm.table(result), ROADMAP_HEADER)
+            + reports.image(png.getvalue(), "roadmap"))
+
+
+@main.command(name="roadmap")
+@click.option("--factor", default=2.0, show_default=True, type=click.FloatRange(min=1.0),
+              help="Improvement applied to each parameter alone.")
+@click.option("--noise-floor", default=0.0, show_default=True, type=click.FloatRange(min=0.0),
+              help="Share of the added noise that is not pump heating (photons), if known.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the figure (PNG).")
+@_profile_option
+@pass_ctx
+def roadmap_cmd(ctx: Context, factor: float, noise_floor: float, out: Path | None) -> None:
+    """What would it take: the calibrated link's fidelity and rate against single-parameter
+    improvements, and the least single improvements to F > 1/2 and to a Bell violation."""
+    from qnetlab.sequences import roadmap as rm
+
+    link_name = _first_link(ctx.station)
+    bundle, store, report = _calibrate(ctx)
+    try:
+        if not report.ok:
+            click.echo(report.table())
+            raise click.ClickException("calibration did not complete; see the table above")
+        point = _link_point(bundle, store, link_name, noise_floor)
+    finally:
+        bundle.close()
+    result = rm.roadmap(point, factor)
+    rate, fid = result["now"]
+    best, alpha, best_rate = result["best"]
+    where = f"{ctx.station} link {link_name} as calibrated"
+    click.echo(f"{where}: {rate:.3g} heralds/s at F = {fid:.3f} (alpha {point.alpha:.3f}); "
+               f"best F = {best:.3f} at alpha {alpha:.3f} ({best_rate:.3g} /s)")
+    click.echo(_text_table(rm.table(result), ("parameter", f"rate, {factor:g}x better",
+                                              "F change", "to F > 0.5", "to Bell F > 0.78")))
+    if out is not None:
+        rm.figure(result, where).savefig(out, dpi=100)
+        click.echo(f"figure: {out}")
 
 
 @main.command()

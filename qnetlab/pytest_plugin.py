@@ -7,6 +7,8 @@ After ``pip install qnetlab`` these fixtures are available in any test suite:
 - ``sim_station``: a station brought up on the simulated lab (``sim_link`` unless the test is
   marked ``@pytest.mark.qnetlab_station("sim_chain")``), seeded, closed and reset afterwards;
 - ``qnetlab_seed``: the seed (``--qnetlab-seed N`` on the command line, default 20261126);
+- ``qnetlab_profile``: the device profile of the labs and stations above
+  (``--qnetlab-profile sota-2025|target-2030``; default: each lab file's ``x-lab: profile``);
 - ``qnetlab_data_dir``: a temporary data directory (also exported as ``QNETLAB_DATA``);
 - ``qnetlab_store``: a :class:`~qnetlab.runstore.RunStore` in that directory.
 """
@@ -29,6 +31,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("qnetlab", "qnetlab simulated lab")
     group.addoption("--qnetlab-seed", type=int, default=None,
                     help=f"seed of the simulated labs (default {DEFAULT_SEED})")
+    group.addoption("--qnetlab-profile", default=None,
+                    help="device profile of the simulated labs, e.g. sota-2025 or target-2030 "
+                         "(default: each lab file's)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -42,6 +47,7 @@ class SimLab:
 
     library: Any  # pyvisa_qnetlab.QnetlabVisaLibrary
     seed: int
+    profile: str | None = None  # device profile; None: the lab file's
 
     @property
     def clock(self) -> Any:
@@ -68,7 +74,7 @@ class SimLab:
         return self.library.clock.advance(seconds)
 
     def reset(self, seed: int | None = None) -> None:
-        self.library.reset_state(self.seed if seed is None else seed)
+        self.library.reset_state(self.seed if seed is None else seed, self.profile)
 
 
 @dataclass
@@ -125,6 +131,20 @@ def qnetlab_seed(request: pytest.FixtureRequest) -> int:
 
 
 @pytest.fixture
+def qnetlab_profile(request: pytest.FixtureRequest) -> str | None:
+    """The device profile asked for on the command line (None: each lab file's), checked."""
+    name = request.config.getoption("--qnetlab-profile")
+    if name is not None:
+        from qnetlab.sim_instruments.physics.profiles import get_profile
+
+        try:
+            get_profile(name)
+        except ValueError as exc:
+            raise pytest.UsageError(f"--qnetlab-profile: {exc}") from None
+    return name
+
+
+@pytest.fixture
 def qnetlab_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     from qnetlab.datadir import set_data_dir
 
@@ -146,14 +166,17 @@ def qnetlab_store(qnetlab_data_dir: Path) -> Iterator[Any]:
 
 
 @pytest.fixture
-def sim_lab(qnetlab_seed: int) -> Iterator[Callable[..., SimLab]]:
+def sim_lab(qnetlab_seed: int, qnetlab_profile: str | None
+            ) -> Iterator[Callable[..., SimLab]]:
     from qnetlab.sim_instruments import LABS, lab_spec
 
     made: list[SimLab] = []
 
-    def factory(name: str = "link", seed: int | None = None) -> SimLab:
+    def factory(name: str = "link", seed: int | None = None,
+                profile: str | None = None) -> SimLab:
         spec = lab_spec(name) if name in LABS else name
-        lab = SimLab(_library(spec), qnetlab_seed if seed is None else seed)
+        lab = SimLab(_library(spec), qnetlab_seed if seed is None else seed,
+                     profile or qnetlab_profile)
         lab.reset()
         made.append(lab)
         return lab
@@ -161,6 +184,7 @@ def sim_lab(qnetlab_seed: int) -> Iterator[Callable[..., SimLab]]:
     yield factory
     _close_instruments_on({id(lab.library) for lab in made})
     for lab in made:
+        lab.profile = None  # the next user finds the lab file's own device
         lab.reset()
 
 
@@ -179,7 +203,7 @@ def _close_instruments_on(visalibs: set[int]) -> None:
 
 @pytest.fixture
 def sim_station(request: pytest.FixtureRequest, qnetlab_seed: int,
-                qnetlab_data_dir: Path) -> Iterator[SimStation]:
+                qnetlab_profile: str | None, qnetlab_data_dir: Path) -> Iterator[SimStation]:
     from qnetlab.stations import load, station_file
 
     marker = request.node.get_closest_marker("qnetlab_station")
@@ -189,7 +213,7 @@ def sim_station(request: pytest.FixtureRequest, qnetlab_seed: int,
     if len(libraries) != 1:
         raise pytest.UsageError(f"{name}: sim_station needs a station on exactly one simulated "
                                 f"lab, found {len(libraries)}")
-    lab = SimLab(libraries[0], qnetlab_seed)
+    lab = SimLab(libraries[0], qnetlab_seed, qnetlab_profile)
     lab.reset()
     bundle = load(path)
     try:
@@ -197,4 +221,5 @@ def sim_station(request: pytest.FixtureRequest, qnetlab_seed: int,
     finally:
         bundle.close()  # the station's instruments, and no one else's
         _close_instruments_on({id(lab.library)})
+        lab.profile = None
         lab.reset()

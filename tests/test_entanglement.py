@@ -339,7 +339,7 @@ def test_pairs_read_as_they_arrive_equal_the_full_results_at_both_ends(link, mon
 
     def stop():
         polls["n"] += 1
-        return ending == "stopped" and polls["n"] >= 5
+        return ending == "stopped" and polls["n"] >= 7  # ~6 s of pairs at ~250 heralds/s
 
     pairs, max_time = (3000, 3600.0) if ending == "done" else (100_000, 25.0)
     gen = generate(bundle, "ab", pairs, bases=("X", "Z"), stop=stop, poll_s=1.0,

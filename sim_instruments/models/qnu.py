@@ -220,7 +220,7 @@ class QnuModel(DeviceModel):
         """Per detector: click probability and arrival widths of both nodes' photons (each node
         its own width at its pump setting, weighted by its share of the clicks)."""
         link = self._tagger_link()
-        jitter = k_.SNSPD_JITTER_FWHM_PS / 2.3548
+        jitter = self.lab.profile.snspd_jitter_fwhm_ps / 2.3548
         specs = []
         for i, det in enumerate(self.detectors, start=1):
             p_click, delay, sigma, widths = 0.0, 0.0, jitter, ()
@@ -243,7 +243,7 @@ class QnuModel(DeviceModel):
         emitted = node.photon_source_efficiency(t)
         photon = node.alpha * emitted if engine.protocol == "SING" else 0.5 * emitted
         noise = (node.added_noise(t) * node.conversion_efficiency(t)
-                 * k_.OPTICAL_COLLECTION_EFF * node.pumped_fraction)
+                 * node.collection * node.pumped_fraction)
         return 0.5 * (photon + noise) * channel
 
     def record_start(self) -> None:

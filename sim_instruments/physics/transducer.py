@@ -6,11 +6,16 @@ Formulas (docs/physics.md §1.1):
   (a Lorentzian dip of FWHM ``k`` in the pump detuning ``D``);
 - intracavity pump photons: ``n_c = k_ex P / (h f) / (2 pi (k^2/4 + D^2))`` (rates in Hz);
 - cooperativity ``C = C0 n_c``; efficiency ``eta = eta_ext 4C / (1 + C)^2`` times the sideband and
-  qubit-match Lorentzians;
+  qubit-match Lorentzians, times the converted fraction ``1 - exp(-Gamma tau)`` of a pump pulse
+  of length ``tau``: the converted mode empties at ``Gamma = 2 pi kappa_e (1 + C)``
+  (electro-optic-like) or ``Gamma = 2 pi C gamma_m`` (piezo-optomechanical: the phonon is read
+  out optically), so a pulse shorter than the mode's lifetime converts only part of the photon;
 - added noise from the pump-induced hot bath ``n_hot = s 1.1 n_c^0.3`` (Ren 2020; ``s`` the
-  target-device scale ``HOT_BATH_SCALE``), which turns on
+  profile's ``hot_bath_scale``, 1 for the published law), which turns on
   with ``tau_on = 740 ns`` (Meenehan 2015) so short pulses heat less, plus the thermal occupation
-  at the mixing-chamber temperature; input-referred ``N_add = n_bath (1 - eta_e) / eta_e``.
+  at the mixing-chamber temperature; input-referred ``N_add = n_bath (1 - eta_e) / eta_e``, plus
+  a profile's pump-independent floor (today's devices, with its source).
+  Longer pulses convert more and heat more: pulse length is a trade-off the calibration makes.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import constants as k_
+from .profiles import ELECTRO_OPTIC, PIEZO_OPTOMECHANICAL
 
 
 def wavelength_to_frequency(wavelength_m: float) -> float:
@@ -98,6 +104,13 @@ class Transducer:
     bias_offset_ma: float = 0.0
     line_loss_db: float = k_.PUMP_LINE_LOSS_DB
     absorbed_fraction: float = k_.PUMP_ABSORBED_FRACTION
+    readout: str = ELECTRO_OPTIC
+    gamma_m_hz: float = k_.GAMMA_M_HZ
+    hot_bath_coeff: float = k_.HOT_BATH_COEFF
+    hot_bath_exponent: float = k_.HOT_BATH_EXPONENT
+    hot_bath_scale: float = 1.0
+    hot_bath_turn_on_s: float = k_.HOT_BATH_TURN_ON_S
+    added_noise_floor: float = 0.0  # pump-independent share of N_add (a profile's, with reason)
 
     @property
     def kappa_hz(self) -> float:
@@ -145,17 +158,32 @@ class Transducer:
         sideband = lorentzian(float(self.detuning_hz(pump.wavelength_m)) + f_mw, self.kappa_hz)
         kappa_e = self.kappa_e_ex_hz + self.kappa_e_i_hz
         match = lorentzian(f_mw - qubit_hz, kappa_e * (1 + c))
-        return float(self.eta_o * self.eta_e * internal * sideband * match)
+        return float(self.eta_o * self.eta_e * internal * sideband * match
+                     * self.converted_fraction(c, pump.pulse_s))
+
+    def readout_rate(self, c: float) -> float:
+        """Rate (1/s) at which the pump empties the converted mode into the optical output."""
+        if self.readout == PIEZO_OPTOMECHANICAL:
+            return 2 * math.pi * self.gamma_m_hz * c
+        return 2 * math.pi * (self.kappa_e_ex_hz + self.kappa_e_i_hz) * (1 + c)
+
+    def converted_fraction(self, c: float, pulse_s: float | None) -> float:
+        """Share of the photon converted during a pump pulse of ``pulse_s`` (1 for CW)."""
+        if pulse_s is None:
+            return 1.0
+        return -math.expm1(-self.readout_rate(c) * pulse_s)
 
     def bath_occupation(self, pump: PumpState, mxc_k: float, bias_ma: float) -> float:
         n_c = self.intracavity_photons(pump.peak_w(), pump.wavelength_m)
-        hot = (k_.HOT_BATH_SCALE * k_.HOT_BATH_COEFF * n_c**k_.HOT_BATH_EXPONENT
-               * hot_bath_turn_on(pump.pulse_s))
+        hot = (self.hot_bath_scale * self.hot_bath_coeff * n_c**self.hot_bath_exponent
+               * hot_bath_turn_on(pump.pulse_s, self.hot_bath_turn_on_s))
         return hot + thermal_occupation(self.mw_frequency_hz(bias_ma), mxc_k)
 
     def added_noise(self, pump: PumpState, mxc_k: float, bias_ma: float) -> float:
-        """Input-referred added noise photons ``N_add = n_bath (1 - eta_e) / eta_e``."""
-        return self.bath_occupation(pump, mxc_k, bias_ma) * (1 - self.eta_e) / self.eta_e
+        """Input-referred added noise photons ``N_add = n_bath (1 - eta_e) / eta_e`` plus the
+        profile's floor."""
+        return (self.bath_occupation(pump, mxc_k, bias_ma) * (1 - self.eta_e) / self.eta_e
+                + self.added_noise_floor)
 
     def heat_load_w(self, pump: PumpState) -> float:
         """Average pump power dissipated on the mixing chamber."""

@@ -23,6 +23,7 @@ from .cryostat import DilutionFridge
 from .detectors import Fiber, Snspd
 from .drift import DriftingValue
 from .heralding import HeraldSetup, NodeOptics
+from .profiles import DeviceProfile, get_profile, lab_profile
 from .transducer import PumpState, Transducer
 
 #: The one node of a bare instrument YAML (a file without ``x-lab``): its resources belong to it.
@@ -67,25 +68,45 @@ class Node:
     pumped_fraction: float = 1.0  # share of attempts that coincide with a pump pulse
     aom: AomSettings = field(default_factory=AomSettings)
     pd_log: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    profile: DeviceProfile = field(default_factory=lambda: get_profile(None))
 
     def __post_init__(self) -> None:
         rng = np.random.default_rng(stream_seed(self.seed, self.name, "truth"))
+        p = self.profile
         s = lambda *n: stream_seed(self.seed, self.name, *n)  # noqa: E731
         res_nm = k_.OPTICAL_RESONANCE_NM + rng.normal(0.0, 0.03)
         self.resonance_m = DriftingValue(res_nm * 1e-9, 0.3e-12, s("resonance"))  # 0.3 pm/sqrt(h)
         self.bias_offset_ma = DriftingValue(rng.normal(0.2, 0.1), 0.5e-3, s("bias"))
         self.swap_opt = DriftingValue(rng.uniform(0.55, 0.75), 0.002, s("swap"))
-        self.t2_s = k_.QUBIT_T2_S * rng.uniform(0.9, 1.1)
-        self.kappa_ex_hz = k_.KAPPA_O_EX_HZ * rng.uniform(0.85, 1.0)
-        self.kappa_i_hz = k_.KAPPA_O_I_HZ * rng.uniform(1.0, 1.15)
+        self.t2_s = p.qubit_t2_s * rng.uniform(0.9, 1.1)
+        self.kappa_ex_hz = p.kappa_o_ex_hz * rng.uniform(0.85, 1.0)
+        self.kappa_i_hz = p.kappa_o_i_hz * rng.uniform(1.0, 1.15)
 
     def transducer(self, t: float) -> Transducer:
+        p = self.profile
         return Transducer(
             resonance_m=self.resonance_m(t),
             kappa_ex_hz=self.kappa_ex_hz,
             kappa_i_hz=self.kappa_i_hz,
+            kappa_e_ex_hz=p.kappa_e_ex_hz,
+            kappa_e_i_hz=p.kappa_e_i_hz,
+            c0=p.single_photon_cooperativity,
             bias_offset_ma=self.bias_offset_ma(t),
+            line_loss_db=p.pump_line_loss_db,
+            absorbed_fraction=p.pump_absorbed_fraction,
+            readout=p.readout,
+            gamma_m_hz=p.gamma_m_hz,
+            hot_bath_coeff=p.hot_bath_coeff,
+            hot_bath_exponent=p.hot_bath_exponent,
+            hot_bath_scale=p.hot_bath_scale,
+            hot_bath_turn_on_s=p.hot_bath_turn_on_s,
+            added_noise_floor=p.added_noise_floor,
         )
+
+    @property
+    def collection(self) -> float:
+        """Transducer output -> the node's fiber (detectors are counted at the station)."""
+        return self.profile.collection
 
     def swap_efficiency(self, t: float) -> float:
         """Rabi-like swap: sin^2(pi/2 * A/A_opt * tau/tau_nom)."""
@@ -103,14 +124,15 @@ class Node:
         return (
             self.swap_efficiency(t)
             * self.conversion_efficiency(t)
-            * k_.OPTICAL_COLLECTION_EFF
+            * self.collection
             * self.pumped_fraction
         )
 
     def photon_sigma_s(self, t: float) -> float:
         """Temporal width of the emitted photon, set by the converted mode's bandwidth."""
         c = self.transducer(t).cooperativity(self.pump)
-        return 1.0 / (2 * math.pi * (k_.KAPPA_E_EX_HZ + k_.KAPPA_E_I_HZ) * (1 + c))
+        p = self.profile
+        return 1.0 / (2 * math.pi * (p.kappa_e_ex_hz + p.kappa_e_i_hz) * (1 + c))
 
 
 @dataclass
@@ -135,11 +157,16 @@ class HeraldingStation:
     name: str
     seed: int
     herald_window_ps: float = 200_000.0
+    profile: DeviceProfile = field(default_factory=lambda: get_profile(None))
 
     def __post_init__(self) -> None:
         rng = np.random.default_rng(stream_seed(self.seed, self.name, "truth"))
+        p = self.profile
         self.channels = [
-            DetectorChannel(Snspd(knee_ua=rng.normal(k_.SNSPD_BIAS_KNEE_UA, 0.3))) for _ in range(2)
+            DetectorChannel(Snspd(efficiency_sat=p.snspd_efficiency, dark_hz=p.snspd_dark_hz,
+                                  jitter_fwhm_ps=p.snspd_jitter_fwhm_ps,
+                                  knee_ua=rng.normal(k_.SNSPD_BIAS_KNEE_UA, 0.3)))
+            for _ in range(2)
         ]
         s = lambda *n: stream_seed(self.seed, self.name, *n)  # noqa: E731
         # cable + electronics delay between the sync and a photon's arrival, per detector
@@ -149,7 +176,7 @@ class HeraldingStation:
 
     def window_acceptance(self, t: float, sigma_s: float) -> float:
         """Fraction of photons inside the herald window, averaged over both detectors."""
-        sigma_ps = math.hypot(sigma_s * 1e12, k_.SNSPD_JITTER_FWHM_PS / 2.3548)
+        sigma_ps = math.hypot(sigma_s * 1e12, self.profile.snspd_jitter_fwhm_ps / 2.3548)
         half = self.herald_window_ps / 2
         acc = []
         for ch, arrival in zip(self.channels, self.arrival_ps, strict=True):
@@ -212,7 +239,7 @@ class Link:
         noise_photons = (
             node.added_noise(t)
             * node.conversion_efficiency(t)
-            * k_.OPTICAL_COLLECTION_EFF
+            * node.collection
             * node.pumped_fraction
         )
         return NodeOptics(eta=eta, alpha=node.alpha, noise_click=noise_photons * channel,
@@ -225,9 +252,9 @@ class Link:
             a=self.optics(self.node_a, t),
             b=self.optics(self.node_b, t),
             dark_click=self.station.dark_click_probability(),
-            visibility=k_.VISIBILITY,
+            visibility=self.node_a.profile.visibility,
             phase_error_rad=self.phase_error(t),
-            phase_noise_rad=k_.PHASE_NOISE_RAD,
+            phase_noise_rad=self.node_a.profile.phase_noise_rad,
             attempt_period_s=self.attempt_period_s(engine, swap_s),
             wait_s=self.round_trip_s(),
         )
@@ -237,16 +264,19 @@ class Lab:
     """One simulated lab: the world behind every instrument of one lab file."""
 
     def __init__(self, config: dict[str, Any], clock: VirtualClock | None = None,
-                 seed: int | None = None) -> None:
+                 seed: int | None = None, profile: str | None = None) -> None:
         self.config = config
         self.clock = clock or VirtualClock()
         self.seed = int(seed if seed is not None else config.get("seed", 0))
         self.name = str(config.get("name", "lab"))
+        #: the device profile (``profile`` if given, else ``x-lab: {profile: ...}``)
+        self.profile = lab_profile(config.get("profile"), profile)
         self.nodes: dict[str, Node] = {
-            n: Node(n, self.seed) for n in _as_list(config.get("nodes", []))
+            n: Node(n, self.seed, profile=self.profile) for n in _as_list(config.get("nodes", []))
         }
         self.stations: dict[str, HeraldingStation] = {
-            n: HeraldingStation(n, self.seed) for n in _as_list(config.get("stations", []))
+            n: HeraldingStation(n, self.seed, profile=self.profile)
+            for n in _as_list(config.get("stations", []))
         }
         self.links: dict[str, Link] = {}
         for name, spec in (config.get("links") or {}).items():
@@ -254,7 +284,8 @@ class Lab:
             km = spec.get("fiber_km", [1.0, 1.0])
             self.links[name] = Link(
                 name, self.nodes[a], self.nodes[b], self.stations[spec["station"]],
-                Fiber(float(km[0])), Fiber(float(km[1])), self.seed,
+                Fiber(float(km[0]), self.profile.fiber_loss_db_per_km),
+                Fiber(float(km[1]), self.profile.fiber_loss_db_per_km), self.seed,
             )
         self.engines: dict[str, EngineSettings] = {n: EngineSettings() for n in self.nodes}
         #: the instrument models' request bookkeeping (``models.link_requests.LinkLayer``),
@@ -302,7 +333,8 @@ class Lab:
         and reports only; the fridge entry is always the present state)."""
         now = self.sync()
         t = now if at is None else at
-        out: dict[str, Any] = {"t": t, "nodes": {}, "stations": {}, "links": {}}
+        out: dict[str, Any] = {"t": t, "profile": self.profile.name, "nodes": {},
+                               "stations": {}, "links": {}}
         for n, node in self.nodes.items():
             out["nodes"][n] = {
                 "resonance_nm": node.resonance_m(t) * 1e9,
