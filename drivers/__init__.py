@@ -1,4 +1,5 @@
-"""QCoDeS drivers for the QNU, the transducer pump laser, its AOM gate and the fridge controller.
+"""QCoDeS drivers for the QNU, the transducer pump laser, its AOM gate, the Lake Shore 372 and the
+Oxford Triton.
 
 The same class runs a real instrument or a simulated one; only the address and the VISA library
 (in the station file) differ.
@@ -6,9 +7,10 @@ The same class runs a real instrument or a simulated one; only the address and t
 
 from .aom_gate import QnetlabAomGate
 from .base import HardLimitParameter, QnetlabVisaInstrument
-from .fridge import QnetlabFridgeController
+from .fridge import QnetlabLakeshore372
 from .pump_laser import QnetlabPumpLaser
 from .qnu import LinkRequest, LinkResults, LinkStatus, QnetlabQNU
+from .triton import QnetlabTriton
 
 __all__ = [
     "HardLimitParameter",
@@ -16,8 +18,9 @@ __all__ = [
     "LinkResults",
     "LinkStatus",
     "QnetlabAomGate",
-    "QnetlabFridgeController",
+    "QnetlabLakeshore372",
     "QnetlabPumpLaser",
     "QnetlabQNU",
+    "QnetlabTriton",
     "QnetlabVisaInstrument",
 ]

@@ -602,7 +602,7 @@ def _node_rows(bundle: Any) -> list[tuple[str, ...]]:
     for node in bundle.topology.nodes:
         inst = bundle.node(node)
         rows.append((node, f"{inst['fridge'].mxc.temperature() * 1e3:.2f} mK",
-                     str(inst["fridge"].interlock_state()),
+                     str(inst["gas"].interlock_state()),
                      "interlocked" if inst["pump"].interlocked() else "free",
                      f"{inst['pump'].power_actual():.2f} dBm"))
     return rows

@@ -20,7 +20,6 @@ import pyvisa
 from qnetlab.clock import WallClock
 from qnetlab.sim_instruments import LABS, lab_spec
 
-TERMINATORS = {"SOCKET": "\r\n"}  # the fridge controller (Lake Shore) ends lines with CR LF
 ERROR_QUERIES = {"qnu": "SYST:ERR?", "pump_laser": ":SYST:ERR?", "aom_gate": "SYST:ERR?"}
 
 
@@ -34,7 +33,9 @@ class Check:
 def _open(rm: pyvisa.ResourceManager, resource: str) -> pyvisa.resources.MessageBasedResource:
     lake_shore = resource.endswith("SOCKET") and "::5025::" not in resource  # SCPI: port 5025
     term = "\r\n" if lake_shore else "\n"
-    inst = rm.open_resource(resource, read_termination=term, write_termination=term)
+    # the Lake Shore ends lines with CR LF; the Triton takes CR LF and answers with LF
+    read = "\n" if resource.endswith("::33576::SOCKET") else term
+    inst = rm.open_resource(resource, read_termination=read, write_termination=term)
     inst.timeout = 2000
     return inst  # type: ignore[return-value]
 
@@ -46,12 +47,17 @@ def _kind(idn: str) -> str:
         return "pump_laser"
     if "33522B" in idn:
         return "aom_gate"
-    return "cryostat"
+    if "OXFORD" in idn:
+        return "triton"
+    return "lakeshore372"
 
 
 def _errors(inst, kind: str) -> list[str]:
-    """Drain the instrument's error reporting: SCPI queue, or Lake Shore *ESR? bits."""
-    if kind == "cryostat":
+    """Drain the instrument's error reporting: SCPI queue, Lake Shore *ESR? bits, or none
+    (the Triton answers errors in band)."""
+    if kind == "triton":
+        return []
+    if kind == "lakeshore372":
         esr = int(inst.query("*ESR?"))
         return [f"*ESR?={esr}"] if esr & (4 | 16 | 32) else []
     out = []
@@ -64,10 +70,14 @@ def _errors(inst, kind: str) -> list[str]:
 
 
 def _describe(inst, kind: str) -> str:
-    if kind == "cryostat":
+    if kind == "lakeshore372":
         names = {"1": "50K", "2": "4K", "5": "still", "6": "MXC"}
-        temps = ", ".join(f"{n} {float(inst.query(f'KRDG? {c}')):.4g} K" for c, n in names.items())
-        return f"{temps}; interlock {inst.query('READ:SYS:INTLK:STAT').rsplit(':', 1)[-1]}"
+        return ", ".join(f"{n} {float(inst.query(f'KRDG? {c}')):.4g} K" for c, n in names.items())
+    if kind == "triton":
+        def tail(path: str) -> str:
+            return inst.query(path).rsplit(":", 1)[-1]
+        return (f"pulse tube {tail('READ:DEV:COMP:PUMP:SIG:STATE')}, OVC "
+                f"{tail('READ:DEV:P1:PRES:SIG:PRES')}; interlock {tail('READ:SYS:INTLK:STAT')}")
     if kind == "pump_laser":
         wl = float(inst.query(":SOUR0:WAV?")) * 1e9
         return (f"{wl:.4f} nm, {float(inst.query(':SOUR0:POW?')):.2f} dBm set, "

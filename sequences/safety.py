@@ -93,21 +93,22 @@ def pump_power(pump: Any, max_dbm: float) -> Condition:
     return Condition(f"{pump.name}: power", check, instruments=(pump,))
 
 
-def fridge_interlock(fridge: Any) -> Condition:
+def fridge_interlock(gas: Any) -> Condition:
+    """The fridge interlock, as the node's Triton (role ``gas``) reports it."""
     def check() -> tuple[bool, str]:
-        state = fridge.interlock_state()
+        state = gas.interlock_state()
         return state == "OK", f"fridge interlock {state}"
-    return Condition(f"{fridge.name}: interlock", check, hard=True, instruments=(fridge,))
+    return Condition(f"{gas.name}: interlock", check, hard=True, instruments=(gas,))
 
 
 def remote_health(bundle: StationBundle, node: str, ceiling_k: float) -> Condition:
-    fridge = bundle.node(node)["fridge"]
+    fridge, gas = bundle.node(node)["fridge"], bundle.node(node)["gas"]
 
     def check() -> tuple[bool, str]:
-        state, t = fridge.interlock_state(), fridge.mxc.temperature()
+        state, t = gas.interlock_state(), fridge.mxc.temperature()
         return state == "OK" and t <= ceiling_k, f"{node}: interlock {state}, MXC " \
                                                    f"{t * 1e3:.2f} mK"
-    return Condition(f"remote node {node}", check, instruments=(fridge,))
+    return Condition(f"remote node {node}", check, instruments=(fridge, gas))
 
 
 class Watchdog:
@@ -353,7 +354,7 @@ def default_watchdog(bundle: StationBundle, *, ceiling_k: float = 0.02,
         conditions += [mxc_ceiling(inst["fridge"], ceiling_k),
                        mxc_ceiling(inst["fridge"], hard_ceiling_k, hard=True),
                        mxc_rate(inst["fridge"], bundle.clock, max_rate_k_per_s),
-                       pump_power(inst["pump"], max_pump_dbm), fridge_interlock(inst["fridge"])]
+                       pump_power(inst["pump"], max_pump_dbm), fridge_interlock(inst["gas"])]
     safe, resume = pump_safe_actions(pumps)
     resets = [c.check_reset for c in bundle.station.components.values()
               if hasattr(c, "check_reset")]

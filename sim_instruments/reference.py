@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-INSTRUMENTS = ("qnu", "pump_laser", "awg_33522b", "cryostat")
+INSTRUMENTS = ("qnu", "pump_laser", "awg_33522b", "lakeshore372", "triton")
 
 
 def _range(p: dict[str, Any]) -> str:
@@ -94,6 +94,9 @@ def render(name: str) -> str:
     if "query_error" in err.get("response", {}):
         out += [f"A refused or unknown *query* answers `{err['response']['query_error']}` at once "
                 "on the `@qnetlab` backend (stock `@sim` sends nothing and the read times out).", ""]
+    if "command_error" in err.get("response", {}):
+        out += [f"An unknown command answers `{err['response']['command_error']}` (in-band, as "
+                "the product does).", ""]
     header = ["| command | unit | range | reply | meaning |", "|---|---|---|---|---|"]
     out += ["## Commands", "", *header]
     out += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in _rows(dd)]

@@ -34,7 +34,8 @@ class StationBundle(NamedTuple):
         return self.station.components[name]
 
     def node(self, name: str) -> dict[str, Any]:
-        """The instruments of a node: ``{"qnu": ..., "pump": ..., "aom": ..., "fridge": ...}``."""
+        """The instruments of a node by role: ``{"qnu": ..., "pump": ..., "aom": ..., "fridge": ...,
+        "gas": ...}`` (every role of :data:`~qnetlab.stations.topology.NODE_ROLES`)."""
         spec = self.topology.nodes[name]
         return {role: self.instrument(getattr(spec, role)) for role in NODE_ROLES}
 

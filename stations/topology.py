@@ -16,7 +16,7 @@ from typing import Any
 
 from qcodes.instrument import Instrument
 
-NODE_ROLES = ("qnu", "pump", "aom", "fridge")
+NODE_ROLES = ("qnu", "pump", "aom", "fridge", "gas")
 HERALD_ROLES = ("qnu",)
 
 
@@ -30,7 +30,8 @@ class NodeSpec:
     qnu: str
     pump: str
     aom: str  # the pump's AOM gate (Keysight 33522B)
-    fridge: str
+    fridge: str  # the Lake Shore 372: thermometry, heaters
+    gas: str  # the Oxford Triton: gas handling, pulse tube, pressures, interlock
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,7 @@ def parse_topology(spec: Mapping[str, Any], instruments: set[str] | None = None,
         extra = set(roles) - set(NODE_ROLES)
         if extra:
             raise fail(f"nodes.{name}", f"unknown roles {sorted(extra)}")
-        nodes[name] = NodeSpec(name, *(str(roles[r]) for r in NODE_ROLES))
+        nodes[name] = NodeSpec(name, **{r: str(roles[r]) for r in NODE_ROLES})
     if not nodes:
         raise fail("nodes", "a topology needs at least one node")
     heralds: dict[str, HeraldingStation] = {}

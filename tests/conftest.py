@@ -58,8 +58,10 @@ def open_on(request) -> Callable[[pyvisa.ResourceManager], Opener]:
 
     def factory(rm: pyvisa.ResourceManager) -> Opener:
         def op(resource: str) -> pyvisa.resources.MessageBasedResource:
-            term = "\r\n" if resource.endswith("::7777::SOCKET") else "\n"  # Lake Shore
-            inst = rm.open_resource(resource, read_termination=term, write_termination=term)
+            lake_shore_or_triton = resource.endswith(("::7777::SOCKET", "::33576::SOCKET"))
+            term = "\r\n" if lake_shore_or_triton else "\n"
+            read = "\n" if resource.endswith("::33576::SOCKET") else term  # Triton answers LF
+            inst = rm.open_resource(resource, read_termination=read, write_termination=term)
             inst.timeout = 500
             opened.append(inst)
             return inst  # type: ignore[return-value]
@@ -86,6 +88,7 @@ QNU_B = "TCPIP0::qnu-bob.lab::inst0::INSTR"
 PUMP_A = "TCPIP0::pump-alice.lab::inst0::INSTR"
 AOM_A = "TCPIP0::aom-alice.lab::5025::SOCKET"
 FRIDGE_A = "TCPIP0::fridge-alice.lab::7777::SOCKET"
+TRITON_A = "TCPIP0::triton-alice.lab::33576::SOCKET"
 STATION = "TCPIP0::herald-mid.lab::inst0::INSTR"
 
 

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pyvisa import constants
 
-from conftest import FRIDGE_A, PUMP_A, QNU_A
+from conftest import FRIDGE_A, PUMP_A, QNU_A, TRITON_A
 from pyvisa_qnetlab import ieee_block
 
 
@@ -209,18 +209,18 @@ def test_power_cycle_restores_defaults_and_sets_pon(link):
 
 def test_fridge_excursion_trips_interlock_and_cuts_the_pump(link):
     lib, op = link
-    pump, fridge = op(PUMP_A), op(FRIDGE_A)
+    pump, gas = op(PUMP_A), op(TRITON_A)
     for cmd in (":SOUR0:POW 5", ":SOUR0:POW:STAT 1", ":SOUR0:POW:SHUT 0"):
         pump.write(cmd)
     assert float(pump.query(":SOUR0:POW:ACT?")) == 5.0
     lib.faults.excursion("alice", power_w=300e-6, duration_s=600)
     lib.clock.advance(600)
-    assert fridge.query("READ:SYS:INTLK:STAT").endswith(("TRIP_TEMP", "TRIP_RATE"))
+    assert gas.query("READ:SYS:INTLK:STAT").endswith(("TRIP_TEMP", "TRIP_RATE"))
     assert pump.query(":SYST:INTL?") == "1"
     assert float(pump.query(":SOUR0:POW:ACT?")) == -99.0
-    assert fridge.query("SET:SYS:INTLK:RST").endswith("INVALID")  # still hot
+    assert gas.query("SET:SYS:INTLK:RST").endswith("INVALID")  # still hot
     lib.clock.advance(3 * 3600)
-    assert fridge.query("SET:SYS:INTLK:RST").endswith(":VALID")
+    assert gas.query("SET:SYS:INTLK:RST").endswith(":VALID")
     assert float(pump.query(":SOUR0:POW:ACT?")) == 5.0
 
 

@@ -62,8 +62,12 @@ def _open(rm: pyvisa.ResourceManager, resource: str, device: dict):
 
 
 def _errors(inst, device: dict) -> list[str]:
-    """The instrument's pending errors: its SCPI error queue, else its ``*ESR?`` error bits."""
-    queue = (device.get("error") or {}).get("error_queue")
+    """The instrument's pending errors: its SCPI error queue, else its ``*ESR?`` error bits;
+    none for a product that answers errors in band (the Triton: checked reply by reply)."""
+    error = device.get("error") or {}
+    if "error_queue" not in error and "status_register" not in error:
+        return []
+    queue = error.get("error_queue")
     if queue:
         messages = []
         for _ in range(32):
@@ -87,7 +91,7 @@ def bare(request) -> Iterator[tuple[Path, pyvisa.ResourceManager]]:
 
 
 def test_the_folder_holds_the_instrument_yamls():
-    assert {"pump_laser", "cryostat", "qnu"} <= {p.stem for p in YAMLS}
+    assert {"pump_laser", "lakeshore372", "triton", "qnu"} <= {p.stem for p in YAMLS}
 
 
 def test_bare_yaml_is_a_one_node_lab_and_answers_idn(bare):
@@ -98,7 +102,8 @@ def test_bare_yaml_is_a_one_node_lab_and_answers_idn(bare):
         inst = _open(rm, resource, device)
         try:
             idn = inst.query("*IDN?")
-            assert len(idn.split(",")) == 4, f"{path.name} {resource}: *IDN? -> {idn!r}"
+            fields = idn.removeprefix("IDN:").split(":" if idn.startswith("IDN:") else ",")
+            assert len(fields) == 4, f"{path.name} {resource}: *IDN? -> {idn!r}"
             model = lib.model(resource)
             assert model.node is lib.lab.nodes[DEFAULT_NODE]
         finally:
@@ -115,6 +120,7 @@ def test_bare_yaml_answers_every_physics_query_without_error(bare):
             for query in queries:
                 reply = inst.query(query)
                 assert reply.strip(), f"{path.name}: {query!r} answered nothing"
+                assert not reply.endswith("INVALID"), f"{path.name}: {query!r} -> {reply!r}"
                 assert _errors(inst, device) == [], f"{path.name}: {query!r} -> {reply!r}"
         finally:
             inst.close()

@@ -13,19 +13,21 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from qcodes.parameters import Parameter
 
-from conftest import AOM_A, FRIDGE_A, PUMP_A, QNU_A, STATION
+from conftest import AOM_A, FRIDGE_A, PUMP_A, QNU_A, STATION, TRITON_A
 from qnetlab.drivers import (
     HardLimitParameter,
     QnetlabAomGate,
-    QnetlabFridgeController,
+    QnetlabLakeshore372,
     QnetlabPumpLaser,
     QnetlabQNU,
+    QnetlabTriton,
 )
 from qnetlab.errors import InstrumentError, InstrumentTimeout, SafetyLimitError
 from qnetlab.sim_instruments import lab_file, lab_spec
 
 DRIVERS = {"qnu": (QnetlabQNU, QNU_A), "pump": (QnetlabPumpLaser, PUMP_A),
-           "aom": (QnetlabAomGate, AOM_A), "fridge": (QnetlabFridgeController, FRIDGE_A)}
+           "aom": (QnetlabAomGate, AOM_A), "fridge": (QnetlabLakeshore372, FRIDGE_A),
+           "gas": (QnetlabTriton, TRITON_A)}
 
 
 def _make(kind: str, backend: str):
@@ -48,6 +50,7 @@ def lab():
 # can speak SCPI to it: the laser connects on @qnetlab only.
 @pytest.mark.parametrize(("kind", "backend"), [("qnu", "sim"), ("qnu", "qnetlab"),
                                                ("fridge", "sim"), ("fridge", "qnetlab"),
+                                               ("gas", "sim"), ("gas", "qnetlab"),
                                                ("pump", "qnetlab"), ("aom", "qnetlab")])
 def test_driver_connects_and_snapshots_cleanly(lab, kind, backend, caplog):
     inst = _make(kind, backend)
@@ -92,15 +95,15 @@ def test_power_hard_limit_survives_a_widened_validator(lab):
 
 
 def test_heater_range_and_setpoint_are_capped(lab):
-    fridge = _make("fridge", "qnetlab")
+    fridge, gas = _make("fridge", "qnetlab"), _make("gas", "qnetlab")
     with pytest.raises(ValueError, match="100mA"):
-        fridge.mxc_heater.range("100mA")
-    fridge.mxc_heater.setpoint.vals = vals.Numbers(0, 10)
+        fridge.sample_heater.output_range("100mA")
+    fridge.sample_heater.setpoint.vals = vals.Numbers(0, 10)
     with pytest.raises(SafetyLimitError):
-        fridge.mxc_heater.setpoint(2.0)
+        fridge.sample_heater.setpoint(2.0)
     with pytest.raises(SafetyLimitError):
-        fridge.interlock_max_temperature.vals = vals.Numbers(0, 1)
-        fridge.interlock_max_temperature(0.5)
+        gas.interlock_max_temperature.vals = vals.Numbers(0, 1)
+        gas.interlock_max_temperature(0.5)
 
 
 def test_invalid_value_names_parameter_value_and_range_and_sends_nothing(lab, monkeypatch):
@@ -210,7 +213,16 @@ def test_wait_until_stable_uses_the_lab_clock(lab):
 
 # --- fuzzing: every settable parameter ----------------------------------------------------------
 
+#: On the Lake Shore, what qnetlab adds or guards on top of QCoDeS's LakeshoreModel372 (the
+#: sample heater's capped range and setpoint, its PID and manual output, the still); QCoDeS's own
+#: parameters are QCoDeS's to test.
+LAKESHORE_FUZZED = {"still_heater", "output_range", "setpoint", "manual_output", "P", "I", "D"}
+
+
 def _settables(inst) -> list[Parameter]:
+    if isinstance(inst, QnetlabLakeshore372):
+        return [p for p in (*inst.parameters.values(), *inst.sample_heater.parameters.values())
+                if p.name in LAKESHORE_FUZZED]
     out, seen = [], set()
 
     def walk(node):
@@ -311,7 +323,7 @@ def test_fuzz_covers_every_settable_parameter(fuzz_drivers):
     for inst in (made[k] for k in FUZZED):
         for p in _settables(inst):
             _strategies(p)  # raises if a parameter has no validator the fuzzer understands
-        assert len(_settables(inst)) >= 5
+        assert len(_settables(inst)) >= (3 if isinstance(inst, QnetlabTriton) else 5)
 
 
 STATION_YAML = """
@@ -327,8 +339,12 @@ instruments:
     parameters:
       power: {initial_value: 2.0, limits: [-10, 8]}
   fridge_alice:
-    type: qnetlab.drivers.QnetlabFridgeController
+    type: qnetlab.drivers.QnetlabLakeshore372
     address: TCPIP0::fridge-alice.lab::7777::SOCKET
+    init: {visalib: "qnetlab.sim_instruments.labs:link.yaml@qnetlab", timeout: 1}
+  triton_alice:
+    type: qnetlab.drivers.QnetlabTriton
+    address: TCPIP0::triton-alice.lab::33576::SOCKET
     init: {visalib: "qnetlab.sim_instruments.labs:link.yaml@qnetlab", timeout: 1}
   ls372_alice:
     type: qcodes.instrument_drivers.Lakeshore.LakeshoreModel372
@@ -343,12 +359,13 @@ def test_qcodes_station_with_the_three_drivers_and_lakeshore_372(lab, caplog):
     station = Station(default=False)
     station.load_config(STATION_YAML)
     wall = time.perf_counter()
-    for name in ("qnu_alice", "pump_alice", "fridge_alice", "ls372_alice"):
+    for name in ("qnu_alice", "pump_alice", "fridge_alice", "triton_alice", "ls372_alice"):
         station.load_instrument(name)
     snap = station.snapshot(update=True)
     assert time.perf_counter() - wall < 5.0
     assert "Could not update" not in caplog.text
-    assert set(snap["instruments"]) == {"qnu_alice", "pump_alice", "fridge_alice", "ls372_alice"}
+    assert set(snap["instruments"]) == {"qnu_alice", "pump_alice", "fridge_alice", "triton_alice",
+                                        "ls372_alice"}
     pump = station.components["pump_alice"]
     assert pump.power() == 2.0
     with pytest.raises(ValueError):

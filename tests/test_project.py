@@ -122,7 +122,8 @@ def test_wheel_installs_the_mapped_packages_with_their_yaml(tmp_path):
     for expected in ("qnetlab/drivers/__init__.py", "qnetlab/sequences/__init__.py",
                      "qnetlab/stations/__init__.py", "qnetlab/sim_instruments/qnu.yaml",
                      "qnetlab/sim_instruments/pump_laser.yaml",
-                     "qnetlab/sim_instruments/cryostat.yaml",
+                     "qnetlab/sim_instruments/lakeshore372.yaml",
+                     "qnetlab/sim_instruments/triton.yaml",
                      "qnetlab/sim_instruments/labs/link.yaml",
                      "qnetlab/sim_instruments/labs/chain.yaml",
                      "qnetlab/sim_instruments/physics/world.py", "pyvisa_qnetlab/__init__.py"):

@@ -90,13 +90,14 @@ def test_reset_instrument_gets_its_settings_back_but_stays_dark(sim_station, pum
 def test_fridge_reset_does_not_turn_heaters_back_on(sim_station, events):
     fridge = sim_station.node("alice")["fridge"]
     address = fridge.address
-    fridge.mxc_heater.setpoint(0.03)
-    fridge.mxc_heater.range("1mA")
-    fridge.mxc_heater.manual_output(20.0)
+    fridge.sample_heater.setpoint(0.03)
+    fridge.sample_heater.output_range("1mA")
+    fridge.sample_heater.manual_output(20.0)
     sim_station.lab.faults.power_cycle(address)
     assert fridge.check_reset() is True
-    assert fridge.mxc_heater.setpoint() == pytest.approx(0.03)  # a setpoint does not heat
-    assert fridge.mxc_heater.range() == "off" and fridge.mxc_heater.manual_output() == 0.0
+    assert fridge.sample_heater.setpoint() == pytest.approx(0.03)  # a setpoint does not heat
+    assert fridge.sample_heater.output_range() == "off"
+    assert fridge.sample_heater.manual_output() == 0.0
 
 
 def test_recovery_gives_up_after_its_attempts_and_says_how(sim_station, pump):

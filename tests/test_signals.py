@@ -68,15 +68,15 @@ def test_any_end_of_an_operated_sequence_makes_emitters_and_heaters_safe(sim_sta
     with pytest.raises(KeyboardInterrupt) as stop, operating(bundle, qnetlab_store):
         pump.output("on")
         pump.shutter("open")
-        fridge.mxc_heater.range("1mA")
-        fridge.mxc_heater.mode("open_loop")
-        fridge.mxc_heater.manual_output(20.0)
+        fridge.sample_heater.output_range("1mA")
+        fridge.sample_heater.mode("open_loop")
+        fridge.sample_heater.manual_output(20.0)
         fridge.still_heater(idle + 10)
         assert pump.emitting()
         raise KeyboardInterrupt
     assert pump.power_actual() == -99.0 and pump.output() is False
     assert pump.shutter() == "closed" and bundle.node("alice")["aom"].ch1.output() == "OFF"
-    assert fridge.mxc_heater.range() == "off" and fridge.mxc_heater.mode() == "off"
+    assert fridge.sample_heater.output_range() == "off" and fridge.sample_heater.mode() == "off"
     assert fridge.still_heater() == pytest.approx(idle)
     assert stop.value.safe_state["pump_alice"].startswith("output off, shutter closed")
 

@@ -91,7 +91,9 @@ BROKEN = [
     ("nodes.bob.pump: no instrument 'pump_bobby'",
      lambda t: t.replace("pump: pump_bob,", "pump: pump_bobby,")),
     ("nodes.alice: missing ['fridge']",
-     lambda t: t.replace(", fridge: fridge_alice}", "}")),
+     lambda t: t.replace(", fridge: fridge_alice,", ",")),
+    ("nodes.alice: missing ['gas']",
+     lambda t: t.replace(", gas: triton_alice}", "}")),
 ]
 
 

@@ -13,7 +13,7 @@ C_LIGHT = 299_792_458.0
 
 
 def node_instruments(ctx: CalContext, target: str) -> dict[str, Any]:
-    """The QNU, pump laser and fridge controller of network node ``target``."""
+    """The instruments of network node ``target`` by role (qnu, pump, fridge, gas, ...)."""
     return ctx.bundle.node(target)
 
 

@@ -46,7 +46,8 @@ class CryostatReady(Calibration):
     quantities: ClassVar[dict[str, Quantity]] = {"mxc_temperature_k": Quantity("K")}
 
     def check_data(self, ctx: CalContext, target: str) -> Check:
-        fridge = node_instruments(ctx, target)["fridge"]
+        inst = node_instruments(ctx, target)
+        fridge, gas = inst["fridge"], inst["gas"]
         run = ctx.new_run(self, target, "check")
         run.register("lab_time", unit="s")
         run.register("mxc_temperature", unit="K", setpoints=("lab_time",))
@@ -56,8 +57,9 @@ class CryostatReady(Calibration):
                 readings.append(fridge.mxc.temperature())
                 run.add_point(lab_time=ctx.clock.now(), mxc_temperature=readings[-1])
                 ctx.clock.sleep(60)
-        if fridge.interlock_state() != "OK" or min(readings) <= 0:
-            return Check(Outcome.BAD_DATA, f"interlock {fridge.interlock_state()}, "
+        interlock = gas.interlock_state()
+        if interlock != "OK" or min(readings) <= 0:
+            return Check(Outcome.BAD_DATA, f"interlock {interlock}, "
                          f"reading {readings[-1]:.4g} K")
         drift = abs(readings[1] - readings[0])
         if readings[-1] < self.threshold_k and drift < self.band_k:

@@ -1,4 +1,8 @@
-"""Fridge controller behaviour: scanned thermometry, MXC heater with PID, still, gas, interlock."""
+"""Lake Shore 372 behaviour: scanned thermometry, the MXC heater with PID, the still heater.
+
+One world fridge (``lab.nodes[node].fridge``) sits behind both instruments of a node: this model
+writes the heaters and the still, :mod:`.cryostat_triton` the pulse tube and the interlock
+ceiling; each reads whatever the fridge's physics makes of both."""
 
 from __future__ import annotations
 
@@ -19,7 +23,9 @@ def _csv(value: str) -> list[str]:
     return [v.strip() for v in str(value).split(",")]
 
 
-class CryostatModel(DeviceModel):
+class LakeShore372Model(DeviceModel):
+    """The Lake Shore Model 372 of a node: thermometry and heaters over one world fridge."""
+
     MODEL = "MODEL372"
     VENDOR = "LSCI"
     FIRMWARE = "1.4"
@@ -36,6 +42,9 @@ class CryostatModel(DeviceModel):
             wired = ch in CHANNEL_STAGES
             self.device.store("inset", "1,3,3,0,1" if wired else "0,3,3,0,1", ch)
             self.device.store("sensor_name", CHANNEL_NAMES.get(ch, f"Channel {ch}"), ch)
+        # the YAML's default suits the warm-up heater's fields (stock @sim has one default for
+        # every output); the sample heater drives a 120 ohm load
+        self.device.store("htrset", "+120.000,0,+0.000,2", "0")
         self.device.store("htrset", "2,1,+0.000,1", "1")  # warm-up heater: 50 ohm, 0.45 A
         self.device.store("outmode", "0,0,0,0,0,1", "1")
         self.device.store("outmode", "4,0,0,0,0,1", "2")  # analog output drives the still
@@ -53,8 +62,6 @@ class CryostatModel(DeviceModel):
         h.ramp_enabled, h.ramp_k_per_min = ramp_on == "1", float(rate)
         h.manual_percent = float(self.stored("manual_output", "0"))
         self.fridge.still_percent = float(self.stored("still"))
-        self.fridge.pulse_tube_on = self.stored("pulse_tube") == "ON"
-        self.fridge.interlock_max_k = float(self.stored("interlock_tmax"))
 
     def _change(self, name: str, value: object, ch: str | None = None) -> object:
         self.lab.sync()
@@ -179,36 +186,3 @@ class CryostatModel(DeviceModel):
 
     def set_still(self, value: float) -> float:
         return self._change("still", value)  # type: ignore[return-value]
-
-    # --- gas handling, pulse tube, interlock -------------------------------------------------
-    def pressure_p1(self) -> float:
-        self.now()
-        return self.fridge.ovc_mbar
-
-    def pressure_p2(self) -> float:
-        return 0.05 + 1.0 * float(self.stored("still")) / 100.0
-
-    def pressure_p3(self) -> float:
-        return 300.0 + 5.0 * float(self.stored("still"))
-
-    def pressure_p4(self) -> float:
-        return 820.0 if self.stored("pulse_tube") == "ON" else 830.0
-
-    def set_pulse_tube(self, value: str) -> str:
-        return self._change("pulse_tube", value)  # type: ignore[return-value]
-
-    def interlock_state(self) -> str:
-        self.now()
-        return self.fridge.interlock
-
-    def set_interlock_tmax(self, value: float) -> float:
-        return self._change("interlock_tmax", value)  # type: ignore[return-value]
-
-    def interlock_reset(self) -> str:
-        self.now()
-        try:
-            self.fridge.reset_interlock()
-        except ValueError as exc:
-            self.device.push_error("execution_error", str(exc))
-            return "STAT:SET:SYS:INTLK:RST:INVALID"
-        return "STAT:SET:SYS:INTLK:RST:VALID"
