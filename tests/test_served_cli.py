@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from qnetlab.cli import run_cli
+from qnetlab.sim_instruments import lab_file
 
 
 def start_serve(*args: str) -> subprocess.Popen:
@@ -53,6 +54,11 @@ def assert_free(port: int) -> None:
         s.listen(1)
 
 
+def link_lab_resources() -> int:
+    """How many instruments the built-in link lab file declares."""
+    return len(yaml.safe_load(Path(lab_file("link")).read_text())["resources"])
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
 def test_serve_writes_the_station_file_and_a_signal_stops_it_cleanly(tmp_path, signum):
     out = tmp_path / "served.station.yaml"
@@ -61,7 +67,7 @@ def test_serve_writes_the_station_file_and_a_signal_stops_it_cleanly(tmp_path, s
         wait_for(out, proc)
         station = yaml.safe_load(out.read_text())
         ports = served_ports(station)
-        assert len(ports) == 8  # 7 instruments of the link lab and the lab clock
+        assert len(ports) == link_lab_resources() + 1  # the link lab's instruments, the clock
         client = socket.create_connection(("127.0.0.1", ports[0]), timeout=5)  # left open
         assert b"QNU" in idn(ports[0])
         proc.send_signal(signum)
@@ -119,7 +125,10 @@ def test_serve_refuses_a_lab_no_station_file_describes(tmp_path, capsys):
 
 OUTSIDE = '''
 import pytest
+import yaml
+from pathlib import Path
 from qnetlab import stations
+from qnetlab.sim_instruments import lab_file
 
 
 @pytest.mark.qnetlab_served("node", speed=500)
@@ -133,7 +142,8 @@ def test_ci_drives_the_served_lab(served_lab):
 
 
 def test_default_is_the_link_lab(served_lab):
-    assert len(served_lab.served.resources) == 7
+    declared = yaml.safe_load(Path(lab_file("link")).read_text())["resources"]
+    assert len(served_lab.served.resources) == len(declared)
     assert served_lab.address_of("TCPIP0::herald-mid.lab::inst0::INSTR").startswith(
         "TCPIP0::127.0.0.1::")
 '''

@@ -71,7 +71,7 @@ def test_second_process_is_refused_naming_the_holder_and_a_dead_holder_is_taken_
                                capture_output=True, text=True, timeout=120)
         assert third.returncode == 0, third.stderr
         notes = third.stdout.strip().splitlines()
-        assert len(notes) == 9  # every instrument: two nodes of four, and the herald
+        assert len(notes) == 11  # every instrument: two nodes of five, and the herald
         assert all(f"took over the lock of pid {holder.pid} on host " in n and
                    "no longer running" in n for n in notes)
     finally:

@@ -25,7 +25,8 @@ STATION_REFUSES = {"XDUC:MW:FREQ?", "XDUC:EFF?", "XDUC:NADD?", "QUB:SWAP:MEAS?"}
 
 
 def _term(resource: str) -> str:
-    return "\r\n" if resource.endswith("::7777::SOCKET") else "\n"  # Lake Shore: CR LF
+    # the Lake Shore (port 7777) and the Triton (33576) take CR LF; SCPI products LF
+    return "\r\n" if resource.endswith(("::7777::SOCKET", "::33576::SOCKET")) else "\n"
 
 
 def _read_term(resource: str) -> str:
