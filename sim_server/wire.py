@@ -33,6 +33,18 @@ def reset(sock: socket.socket) -> None:
         sock.close()
 
 
+def kernel_timeouts(sock: socket.socket, seconds: float) -> None:
+    """Make ``sock`` blocking with kernel receive/send timeouts (SO_RCVTIMEO/SO_SNDTIMEO): a
+    recv or send is then one system call that gives up after ``seconds`` with
+    ``BlockingIOError``, where Python's own ``settimeout`` polls before every call (a second
+    system call on each request and each reply)."""
+    sock.setblocking(True)
+    whole = int(seconds)
+    timeval = struct.pack("ll", whole, int((seconds - whole) * 1e6))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+
+
 def listen(port: int) -> socket.socket:
     """A listening socket on 127.0.0.1:``port`` (0: any free port); OSError if taken."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -102,7 +114,7 @@ class Connection:
         endpoint = self.address.endpoint
         end = endpoint.terminator[-1:]
         buffer = bytearray()
-        self.sock.settimeout(POLL_S)
+        kernel_timeouts(self.sock, POLL_S)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         dropped = False
         try:
@@ -112,7 +124,7 @@ class Connection:
                     break
                 try:
                     data = self.sock.recv(1 << 16)
-                except TimeoutError:
+                except BlockingIOError:  # POLL_S passed without a request
                     continue
                 if not data:
                     break  # the client closed
@@ -164,7 +176,7 @@ class Connection:
         while view and not self.stop.is_set():
             try:
                 sent = self.sock.send(view)
-            except TimeoutError:
+            except BlockingIOError:  # the client's window stayed full for POLL_S
                 continue
             view = view[sent:]
 
