@@ -37,13 +37,22 @@ def station_template(lab_path: str) -> dict[str, Any]:
                                f"{', '.join(stations.available())}); give one with --station-from")
 
 
-def station_yaml(served: Any, template: dict[str, Any], lab: str) -> str:
-    """The served lab's station file as YAML text, with its header comment."""
+def station_yaml(served: Any, template: dict[str, Any], lab: str,
+                 hardware: dict[str, Any] | None = None) -> str:
+    """The served lab's station file as YAML text, with its header comment: ``template`` (the
+    simulated station) re-addressed, or ``hardware`` (a hardware station file) pointed at the
+    served lab's sockets."""
     from qnetlab.sim_server import served_station
-    from qnetlab.sim_server.station import HEADER
+    from qnetlab.sim_server.station import HEADER, hardware_station
 
-    body = yaml.safe_dump(served_station(template, served), sort_keys=False)
-    return HEADER.format(lab=lab, speed=served.speed) + body
+    if hardware is None:
+        station = served_station(template, served)
+    else:
+        try:
+            station = hardware_station(hardware, template, served)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--hardware") from None
+    return HEADER.format(lab=lab, speed=served.speed) + yaml.safe_dump(station, sort_keys=False)
 
 
 def write_atomically(path: Path, text: str) -> None:
@@ -60,12 +69,17 @@ def write_atomically(path: Path, text: str) -> None:
 def _load_template(option: str | None, lab_path: str) -> dict[str, Any]:
     if option is None:
         return station_template(lab_path)
+    return _load_station(option, "--station-from")
+
+
+def _load_station(name: str, hint: str) -> dict[str, Any]:
+    """A station file by bundled name or path, parsed; BadParameter naming ``hint`` if none."""
     from qnetlab import stations
 
     try:
-        return yaml.safe_load(stations.station_file(option).read_text()) or {}
+        return yaml.safe_load(stations.station_file(name).read_text()) or {}
     except FileNotFoundError as exc:
-        raise click.BadParameter(str(exc), param_hint="--station-from") from None
+        raise click.BadParameter(str(exc), param_hint=hint) from None
 
 
 @click.group(name="sim")
@@ -85,8 +99,14 @@ def sim() -> None:
               help="Simulated station file naming the lab's drivers (default: the bundled one "
                    "that uses LAB).")
 @click.option("--seed", type=int, default=None, help="Seed of the world (default: the lab's).")
+@click.option("--profile", default=None, metavar="NAME",
+              help="Device profile of the world: sota-2025 or target-2030 (default: the lab's).")
+@click.option("--hardware", default=None, metavar="STATION",
+              help="Write this hardware station file (e.g. hw_link: its drivers, timeouts and "
+                   "limits) pointed at the served lab instead of the simulated one.")
 def serve(lab: str, speed: float, station_out: Path | None, port_base: int | None,
-          station_from: str | None, seed: int | None) -> None:
+          station_from: str | None, seed: int | None, profile: str | None,
+          hardware: str | None) -> None:
     """Serve every instrument of LAB (a lab file; default the built-in link lab) on 127.0.0.1.
 
     Prints the station file whose addresses reach them (visalib "@py"), or writes it to
@@ -99,11 +119,17 @@ def serve(lab: str, speed: float, station_out: Path | None, port_base: int | Non
     except FileNotFoundError as exc:
         raise click.BadParameter(str(exc), param_hint="LAB") from None
     template = _load_template(station_from, lab_path)
+    hardware_file = None if hardware is None else _load_station(hardware, "--hardware")
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in STOP_SIGNALS}
     try:
-        with ServedLab(lab_path, speed=speed, port_base=port_base, seed=seed) as served:
-            text = station_yaml(served, template, lab)
+        try:
+            served = ServedLab(lab_path, speed=speed, port_base=port_base, seed=seed,
+                               profile=profile)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
+        with served:
+            text = station_yaml(served, template, lab, hardware_file)
             if station_out is None:
                 click.echo(text, nl=False)
                 sys.stdout.flush()

@@ -79,15 +79,19 @@ class ServedLab:
         declared_ports: use the lab file's ``x-serve: {port: N}`` where free (a CI fixture
             turns this off so that it never takes a well-known port).
         seed: the world's seed (default: the lab file's).
+        profile: the device profile of the world (default: the lab file's; an unknown name is
+            a one-line ValueError listing the profiles).
     """
 
     def __init__(self, lab: str, *, speed: float = 1.0, port_base: int | None = None,
-                 declared_ports: bool = True, seed: int | None = None) -> None:
+                 declared_ports: bool = True, seed: int | None = None,
+                 profile: str | None = None) -> None:
         if port_base is not None and not 1 <= port_base <= 65535:
             raise ValueError(f"port_base={port_base!r}: must be a TCP port 1..65535")
         self.library = private_library(lab)
-        if seed is not None:
-            self.library.reset_state(seed)
+        if seed is not None or profile is not None:
+            self.library.reset_state(seed if seed is not None else self.library.lab.seed,
+                                     profile)
         self.pacer = PacedClock(self.library.clock, speed)
         self._port_base = port_base
         self._declared_ports = declared_ports
@@ -175,7 +179,13 @@ class ServedLab:
 
     @property
     def faults(self) -> Any:
-        """The lab's fault injector (``library.faults``): acts on the sockets too."""
+        """The lab's fault injector (``library.faults``): acts on the sockets too.
+
+        The lab clock is caught up with the paced time first (it only moves when a request
+        comes), so a fault's start and duration count from the served lab's present, not from
+        its last request."""
+        with self.library.lock:
+            self.pacer.catch_up()
         return self.library.faults
 
     @property

@@ -47,6 +47,30 @@ def served_station(template: dict[str, Any], served: ServedLab) -> dict[str, Any
     return station
 
 
+def hardware_station(hardware: dict[str, Any], template: dict[str, Any],
+                     served: ServedLab) -> dict[str, Any]:
+    """A hardware station file (``hardware``, parsed: its drivers, timeouts, reconnect policy,
+    limits and topology as the lab runs them) pointed at ``served``: each instrument takes the
+    served address of the instrument of the same name in ``template`` (the lab's simulated
+    station file), and the ``lab_clock`` entry is added. Raises ValueError naming a hardware
+    instrument that the simulated station does not have."""
+    sim = served_station(template, served)["instruments"]
+    station = copy.deepcopy(hardware)
+    instruments = station.get("instruments") or {}
+    for name, spec in instruments.items():
+        if not isinstance(spec, dict) or not spec.get("address"):
+            continue
+        if name not in sim or not sim[name].get("address"):
+            raise ValueError(f"hardware station instrument {name!r} has no instrument of that "
+                             f"name in the lab's simulated station (has: "
+                             f"{sorted(n for n in sim if n != CLOCK_ENTRY)})")
+        spec["address"] = sim[name]["address"]
+        spec.setdefault("init", {})["visalib"] = "@py"
+    instruments[CLOCK_ENTRY] = sim[CLOCK_ENTRY]
+    station["instruments"] = instruments
+    return station
+
+
 def uses_lab(template: dict[str, Any], lab_path: str, resolve: Any) -> bool:
     """True if a station file's simulated instruments open ``lab_path`` (``resolve`` turns a
     visalib's lab part into an absolute path)."""

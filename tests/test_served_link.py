@@ -1,8 +1,10 @@
 """Issue 11 §4: the whole link, calibrated and verified over real sockets.
 
-``qnetlab sim serve`` runs the link lab in a process of its own at 2000x real time; the station
-file it writes (hardware-style: ``@py``, raw sockets, the served lab clock) is brought up like
-any hardware station, and the full link calibration and entanglement verification run over TCP.
+``qnetlab sim serve --hardware hw_link`` runs the link lab in a process of its own at 2000x real
+time and writes the hardware station file ``hw_link.station.yaml`` (its drivers, timeouts,
+reconnect policy and limits) pointed at the served sockets (``@py``, raw sockets, plus the served
+lab clock); it is brought up like any hardware station, and the full link calibration and
+entanglement verification run over TCP.
 The same seed is run in-process on ``@qnetlab``; both must agree within statistics.
 
 Tolerances: quantities estimated from counts (fidelity, visibility, detector delays) agree
@@ -60,7 +62,8 @@ def link_run(bundle, data: Path) -> dict:
 def served_station(tmp_path, qnetlab_seed):
     out = tmp_path / "served.station.yaml"
     proc = subprocess.Popen([sys.executable, "-m", "qnetlab", "sim", "serve", "--speed",
-                             str(SPEED), "--seed", str(qnetlab_seed), "--station-out", str(out)],
+                             str(SPEED), "--seed", str(qnetlab_seed), "--hardware", "hw_link",
+                             "--station-out", str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
@@ -81,6 +84,8 @@ def test_link_calibrated_and_verified_over_sockets_matches_in_process(
     bundle = stations.load(served_station)
     try:
         assert type(bundle.clock).__name__ == "ServedClock"
+        qnu = bundle.node("alice")["qnu"]
+        assert qnu.visa_handle.visalib.library_path == "py" and qnu.timeout() == 5  # hw_link's
         served = link_run(bundle, tmp_path / "served-data")
     finally:
         bundle.close()
