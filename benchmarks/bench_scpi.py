@@ -16,8 +16,8 @@ COMMANDS = [
     ("WAV:SWE:STOP?", "[:SOURce[0]]:WAVelength:SWEep:STOP?"),
     (":SOURce:WAVelength:SWEep:STEP?", "[:SOURce[0]]:WAVelength:SWEep:STEP?"),
     (":sour0:wav:swe:mode?", "[:SOURce[0]]:WAVelength:SWEep:MODE?"),
-    (":AOM:BURSt:NCYCles?", ":AOM:BURSt:NCYCles?"),
-    (":aom:burs:ncyc 3", ":AOM:BURSt:NCYCles 3"),
+    (":trig0:outp?", ":TRIGger[0]:OUTPut?"),
+    (":sour0:wav:swe:cycl 3", "[:SOURce[0]]:WAVelength:SWEep:CYCLes 3"),
     ("wav:swe:dwel 0.002", "[:SOURce[0]]:WAVelength:SWEep:DWELl 0.002"),
     (":SOUR0:WAV:SWE:STEP 0.1PM", "[:SOURce[0]]:WAVelength:SWEep:STEP 1e-13"),
 ]
@@ -65,13 +65,13 @@ def match_ratio_vs_exact(rounds: int = 7, n: int = 400) -> float:
                 scpi_t.append(_per_command_us(device, session, user, n))
                 device.scpi = None
                 exact_t.append(_per_command_us(device, session, exact, n))
-            errors = [q._queue for q in device._error_queues.values() if q._queue]
+            errors = [list(q._queue) for q in device._error_queues.values() if q._queue]
     finally:
         device.scpi = grammar
         inst.close()
         rm.visalib.reset_state()
     if errors:
-        raise RuntimeError(f"benchmark commands were refused: {errors[0][:3]}")
+        raise RuntimeError(f"benchmark commands were refused: {list(errors[0])[:3]}")
     return min(scpi_t) / min(exact_t)
 
 
