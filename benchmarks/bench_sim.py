@@ -48,8 +48,10 @@ def binary_100k_ms(repeats: int = 15) -> float:
     rm = pyvisa.ResourceManager(lab_spec("node"))
     rm.visalib.reset_state()
     pump = rm.open_resource(PUMP, read_termination="\n", write_termination="\n")
-    for cmd in (":SOUR0:WAV:SWE:STAR 1.55e-06", ":SOUR0:WAV:SWE:STEP 1e-13",
-                ":SOUR0:WAV:SWE:STOP 1.5599999e-06", ":SOUR0:WAV:SWE:SPE 2e-7", ":SOUR0:WAV:SWE STAR"):
+    for cmd in (":SOUR0:WAV:SWE:MODE CONT", ":SOUR0:WAV:SWE:LLOG 1", ":TRIG0:OUTP STF",
+                ":SOUR0:WAV:SWE:STAR 1.55e-06", ":SOUR0:WAV:SWE:STEP 1e-13",
+                ":SOUR0:WAV:SWE:STOP 1.5599999e-06", ":SOUR0:WAV:SWE:SPE 2e-7",
+                ":SOUR0:WAV:SWE STAR"):  # a continuous sweep with lambda logging, as the N7776C
         pump.write(cmd)
     rm.visalib.clock.advance(1.0)
     times = []
@@ -57,7 +59,9 @@ def binary_100k_ms(repeats: int = 15) -> float:
         t0 = time.perf_counter()
         data = pump.query_binary_values(":SOUR0:READ:DATA? LLOG", datatype="d", container=np.array)
         times.append(time.perf_counter() - t0)
-    assert data.size == 100_000, data.size
+    if data.size != 100_000:
+        raise RuntimeError(f"the logged sweep has {data.size} points, expected 100,000; "
+                           f"instrument says {pump.query(':SYST:ERR?')}")
     pump.close()
     rm.visalib.reset_state()
     return statistics.median(times) * 1e3

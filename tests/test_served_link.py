@@ -15,8 +15,9 @@ travel: one millisecond of wall time is two lab seconds at 2000x), so resonance,
 amplitude get the absolute allowance stated beside each, and the phase 4 rms of its diffusion
 over the difference in lab time. A detector delay is the weighted mean of each node's photon
 arrival peak, and where a photon peaks depends on its width, so on the pump power the
-calibration picked: delays get 4 standard errors plus a quarter of the arrival sigma. The herald rate follows the pump power and pulse width the
-calibration picks from a scan, which may land one step apart: 15 % on top of 4 standard errors.
+calibration picked: delays get 4 standard errors plus a quarter of the arrival sigma. The herald
+rate follows the pump power and pulse width the calibration picks from a scan, which may land one
+step apart: 15 % on top of 4 standard errors.
 """
 
 from __future__ import annotations
