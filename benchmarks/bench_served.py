@@ -65,12 +65,24 @@ def _per_call_us(fn, n: int) -> float:
     return (time.perf_counter() - t0) / n * 1e6
 
 
-def _echo_us(n: int, rounds: int) -> list[float]:
+def _echo_server() -> tuple[subprocess.Popen, int]:
     proc = subprocess.Popen([sys.executable, "-c", ECHO], stdout=subprocess.PIPE, text=True)
+    return proc, int(proc.stdout.readline())
+
+
+def query_ratio_vs_socket(instruments: dict, n: int = 1000, rounds: int = 9) -> float:
+    """``served.query_ratio_vs_socket``: time per ``qnu.transducer.measure_time.get()`` (a
+    qnetlab driver parameter get, ``XDUC:MEAS:TIME?``, which costs no lab time) on ``@py`` over
+    TCP to the served lab, over time per round trip of the same 16-byte request through a bare
+    loopback socket echo server in a process of its own (client socket with the OS defaults,
+    as pyvisa-py opens it). Both connections stay open and the rounds alternate (1000 calls
+    each, 9 rounds of each), so both sides see the same machine state; the ratio of the best
+    round of each."""
+    qnu = _qnu(instruments["qnu_alice"], "bench_served_qnu")
+    proc, port = _echo_server()
+    message = b"XDUC:MEAS:TIME?\n"
     try:
-        port = int(proc.stdout.readline())
-        with socket.create_connection(("127.0.0.1", port)) as sock:  # options as pyvisa-py's
-            message = b"XDUC:MEAS:TIME?\n"
+        with socket.create_connection(("127.0.0.1", port)) as sock:
 
             def echo() -> None:
                 sock.sendall(message)
@@ -78,24 +90,15 @@ def _echo_us(n: int, rounds: int) -> list[float]:
                 while not got.endswith(b"\n"):
                     got += sock.recv(65536)
 
-            return [_per_call_us(echo, n) for _ in range(rounds)]
-    finally:
-        proc.kill()
-        proc.wait()
-
-
-def query_ratio_vs_socket(instruments: dict, n: int = 1000, rounds: int = 5) -> float:
-    """``served.query_ratio_vs_socket``: time per ``qnu.transducer.measure_time.get()`` (a
-    qnetlab driver parameter get, ``XDUC:MEAS:TIME?``, which costs no lab time) on ``@py`` over
-    TCP to the served lab (1000 gets, best of 5 rounds) over time per round trip of the same
-    16-byte request through a bare loopback socket echo server in a process of its own (same
-    count, best of 5), measured in the same run."""
-    qnu = _qnu(instruments["qnu_alice"], "bench_served_qnu")
-    try:
-        served = [_per_call_us(qnu.transducer.measure_time.get, n) for _ in range(rounds)]
+            served, bare = [], []
+            for _ in range(rounds):
+                served.append(_per_call_us(qnu.transducer.measure_time.get, n))
+                bare.append(_per_call_us(echo, n))
     finally:
         qnu.close()
-    return min(served) / min(_echo_us(n, rounds))
+        proc.kill()
+        proc.wait()
+    return min(served) / min(bare)
 
 
 def binary_1m_ms(instruments: dict, rounds: int = 3) -> float:
