@@ -128,14 +128,14 @@ class Stream:
         arrays, n = self._validated(columns)
         if n:
             first_new = self.rows
-            # copies either way: rows held back must not change if the caller reuses its arrays
-            if self.rows > self._main_rows:
-                self._pending = {k: np.concatenate((self._pending[k], a))
-                                 for k, a in arrays.items()}
-            else:
-                self._pending = {k: a.copy() for k, a in arrays.items()}
+            held = self.rows > self._main_rows
+            # whole chunks are written straight from the caller's arrays; the rows held back
+            # are copied (they must not change if the caller reuses its arrays)
+            self._pending = ({k: np.concatenate((self._pending[k], a)) for k, a in arrays.items()}
+                             if held else arrays)
             self.rows += n
-            self._write_whole_chunks()
+            if not self._write_whole_chunks() and not held:
+                self._pending = {k: a.copy() for k, a in arrays.items()}
             self._write_tail(max(first_new, self._main_rows))
             self._file.flush()
         return self.rows
@@ -151,12 +151,13 @@ class Stream:
                              f"{ {k: a.size for k, a in arrays.items()} }")
         return arrays, lengths.pop()
 
-    def _write_whole_chunks(self) -> None:
+    def _write_whole_chunks(self) -> bool:
         """Move every whole chunk of pending rows to the compressed datasets, then flush (the
-        tail slots those rows held may be reused only once they are safely in the data)."""
+        tail slots those rows held may be reused only once they are safely in the data); the
+        rows left pending are copied. False if there was no whole chunk (nothing changed)."""
         whole = (self.rows - self._main_rows) // self.chunk_rows * self.chunk_rows
         if not whole:
-            return
+            return False
         new = self._main_rows + whole
         for field, ds in self._datasets.items():
             ds.resize((new,))
@@ -164,6 +165,7 @@ class Stream:
         self._pending = {k: a[whole:].copy() for k, a in self._pending.items()}
         self._main_rows = new
         self._file.flush()
+        return True
 
     def _write_tail(self, start: int) -> None:
         """Write rows ``start .. self.rows`` (all pending) into their ring slots."""

@@ -194,3 +194,25 @@ def test_a_run_killed_with_sigkill_leaves_readable_files(tmp_path):
     points = run.arrays()["v"]
     assert points["i"].size >= flushed + 1
     np.testing.assert_array_equal(points["v"][: flushed + 1], 2.0 * np.arange(flushed + 1))
+
+
+@pytest.mark.parametrize("rows", [40_000, (1 << 16) + 1000, 3 << 16])
+def test_stream_rows_are_what_was_appended_even_if_the_caller_reuses_its_arrays(
+        qnetlab_store, rows):
+    """A tagger loop refills one buffer per block: rows already appended (whole chunks written
+    straight from the caller's arrays, or held back in the tail) keep the values they had."""
+    run = qnetlab_store.run("reused_buffer")
+    run.stream("tags", time_ps="i8", channel="u1")
+    times, channels = np.empty(rows, np.int64), np.empty(rows, np.uint8)
+    expected = []
+    with run:
+        for block in range(3):
+            times[:] = np.arange(rows) + block * rows
+            channels[:] = block
+            run.streams["tags"].append(time_ps=times, channel=channels)
+            expected.append(times.copy())
+        times[:] = -1  # the caller's buffer changes after the last append
+        channels[:] = 9
+    stored = load_run(run.hdf5_path).streams["tags"]
+    np.testing.assert_array_equal(stored["time_ps"], np.concatenate(expected))
+    np.testing.assert_array_equal(stored["channel"], np.repeat(np.arange(3, dtype=np.uint8), rows))
