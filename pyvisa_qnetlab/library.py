@@ -26,7 +26,13 @@ _KEEP_ALIVE: dict[str, QnetlabVisaLibrary] = {}  # a lab persists like a real on
 
 
 def resolve_lab_path(spec: str) -> str:
-    """A lab file path, or ``package.module:file.yaml`` resolved inside an installed package."""
+    """A lab file path, or ``package.module:file.yaml`` resolved inside an installed package;
+    a ``?profile=NAME`` suffix (a station file's way to run the lab on another device profile,
+    e.g. ``qnetlab.sim_instruments.labs:link.yaml?profile=sota-2025@qnetlab``) is kept, checked,
+    after the resolved path: that lab on that profile is a world of its own."""
+    spec, _, query = spec.partition("?")
+    if query:
+        return resolve_lab_path(spec) + f"?profile={_profile_of(query)}"
     if os.path.exists(spec):
         return os.path.abspath(spec)
     if ":" in spec:
@@ -38,6 +44,14 @@ def resolve_lab_path(spec: str) -> str:
         if path.is_file():
             return str(path)
     raise FileNotFoundError(f"lab file {spec!r} not found (a path or 'package.module:file.yaml')")
+
+
+def _profile_of(query: str) -> str:
+    """The profile named by a lab spec's ``profile=NAME`` query; ValueError otherwise."""
+    key, _, name = query.partition("=")
+    if key != "profile" or not name:
+        raise ValueError(f"lab file option {query!r}: the only option is 'profile=NAME'")
+    return get_profile(name).name
 
 
 def _import(dotted: str) -> type:
@@ -66,7 +80,8 @@ class QnetlabVisaLibrary(SimVisaLibrary):
 
     def _init(self) -> None:
         self.sessions = {}
-        self.lab_path = str(self.library_path)
+        self.lab_path, _, query = str(self.library_path).partition("?")
+        self._profile = _profile_of(query) if query else None  # the station file's choice
         self.lock = threading.RLock()
         self.clock = VirtualClock()
         self._resources: dict[str, dict[str, Any]] = {}
@@ -83,6 +98,8 @@ class QnetlabVisaLibrary(SimVisaLibrary):
         bare = "x-lab" not in loader.data  # a bare instrument YAML: a one-node lab
         self.lab_config = one_node_lab(os.path.splitext(os.path.basename(self.lab_path))[0]) \
             if bare else dict(loader.data["x-lab"] or {})
+        if self._profile is not None:
+            self.lab_config["profile"] = self._profile
         default_bind = {"node": DEFAULT_NODE} if bare else {}
         devices = Devices()
         for i, (resource, rdict) in enumerate(loader.data.get("resources", {}).items()):

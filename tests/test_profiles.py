@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import pyvisa
 import yaml
 
 from qnetlab import stations
@@ -164,6 +165,30 @@ def test_a_lab_file_selects_its_profile(tmp_path, sim_lab):
     assert all(n.profile is SOTA_2025 for n in lab.world.nodes.values())
     assert sim_lab("link").world.profile is TARGET_2030
     assert sim_lab("link", profile="sota-2025").world.profile is SOTA_2025
+
+
+def test_a_station_file_selects_the_profile_in_its_visalib(tmp_path):
+    """``...link.yaml?profile=sota-2025@qnetlab`` in a station file: that lab on today's
+    hardware, a world of its own beside the lab file's own profile; a bad option is one line."""
+    text = Path(stations.station_file("sim_link")).read_text()
+    assert "labs:link.yaml@qnetlab" in text
+    station = tmp_path / "today.station.yaml"
+    station.write_text(text.replace("labs:link.yaml@qnetlab",
+                                    "labs:link.yaml?profile=sota-2025@qnetlab"))
+    bundle = stations.load(str(station))
+    try:
+        lib = bundle.node("alice")["qnu"].visa_handle.visalib
+        assert lib.lab.profile is SOTA_2025
+        assert lib is not pyvisa.ResourceManager(lab_spec("link")).visalib
+        lib.reset_state()
+        assert lib.lab.profile is SOTA_2025  # a reset keeps the station's choice
+    finally:
+        bundle.close()
+    assert pyvisa.ResourceManager(lab_spec("link")).visalib.lab.profile is TARGET_2030
+    with pytest.raises(ValueError, match=r"^lab file option 'profil=x': the only option is"):
+        pyvisa.ResourceManager(lab_spec("link").replace("@", "?profil=x@"))
+    with pytest.raises(ValueError, match=r"^profile='x' is not a device profile; allowed: "):
+        pyvisa.ResourceManager(lab_spec("link").replace("@", "?profile=x@"))
 
 
 def test_the_plugin_option_selects_the_profile(pytester):
