@@ -20,6 +20,7 @@ from qnetlab.sim_instruments import lab_file, lab_spec
 
 PUMP = "TCPIP0::pump-alice.lab::inst0::INSTR"
 QNU = "TCPIP0::qnu-alice.lab::inst0::INSTR"
+AOM = "TCPIP0::aom-alice.lab::5025::SOCKET"  # the Keysight 33522B gating the pump's AOM
 FRIDGE = "TCPIP0::fridge-alice.lab::7777::SOCKET"
 ERR = ":SYST:ERR?"
 
@@ -132,7 +133,8 @@ def _static_queries(name: str) -> list[tuple[str, list[str]]]:
 
 
 STATIC_QUERIES = [(PUMP, q, ids) for q, ids in _static_queries("pump_laser")] + [
-    (QNU, q, ids) for q, ids in _static_queries("qnu")]
+    (QNU, q, ids) for q, ids in _static_queries("qnu")] + [
+    (AOM, q, ids) for q, ids in _static_queries("awg_33522b")]
 
 
 @given(data=st.data(), item=st.sampled_from(STATIC_QUERIES))
