@@ -107,3 +107,12 @@ def hdf5_refusals(data: Path) -> list[str]:
                 ["h5dump", "-H", str(path)], env=env, capture_output=True).returncode:
             bad.append(f"{path.name}: h5dump -H fails")
     return bad
+
+
+@pytest.fixture
+def lab():
+    """The built-in link lab's library, reset before and after the test (defaults, clock 0)."""
+    lib = pyvisa.ResourceManager(lab_spec("link")).visalib
+    lib.reset_state()
+    yield lib
+    lib.reset_state()

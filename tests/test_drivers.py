@@ -37,14 +37,6 @@ def _make(kind: str, backend: str):
                print_connect_message=False)
 
 
-@pytest.fixture
-def lab():
-    lib = pyvisa.ResourceManager(lab_spec("link")).visalib
-    lib.reset_state()
-    yield lib
-    lib.reset_state()
-
-
 # Stock @sim matches literal strings only; the pump laser's YAML is written in the manual's
 # notation (``[:SOURce[0]]:WAVelength``), so on @sim it loads (tests/test_scpi.py) but no driver
 # can speak SCPI to it: the laser connects on @qnetlab only.

@@ -30,14 +30,6 @@ from qnetlab.sim_instruments import lab_file, lab_spec
 from qnetlab.sim_instruments.models.cryostat_triton import TritonModel
 
 
-@pytest.fixture
-def lab():
-    lib = pyvisa.ResourceManager(lab_spec("link")).visalib
-    lib.reset_state()
-    yield lib
-    lib.reset_state()
-
-
 class _VisaSocket(IPInstrument):
     """IPInstrument's socket carried by a VISA session: ``_send`` writes exactly the bytes the
     socket would get (command + terminator), ``_recv`` returns each reply as received."""

@@ -26,14 +26,6 @@ SETTLE_S = 0.1  # x-settling wavelength_set_s in sim_instruments/pump_laser.yaml
 STEP_SETTLE_S = 0.01  # x-settling sweep_step_s
 
 
-@pytest.fixture
-def lab():
-    lib = pyvisa.ResourceManager(lab_spec("link")).visalib
-    lib.reset_state()
-    yield lib
-    lib.reset_state()
-
-
 def _open(resource: str):
     inst = pyvisa.ResourceManager(lab_spec("link")).open_resource(
         resource, read_termination="\n", write_termination="\n")
