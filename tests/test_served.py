@@ -103,6 +103,7 @@ def test_one_world_behind_every_connection_with_per_connection_queues(served_lab
     port = port_of(served_lab.served, "qnu-alice")
     with connect(port) as a, connect(port) as b:
         a.sendall(b"XDUC:MEAS:TIME 2.5\n")
+        assert float(ask(a, b"XDUC:MEAS:TIME?\n")) == 2.5  # done (connections run in parallel)
         assert float(ask(b, b"XDUC:MEAS:TIME?\n")) == 2.5
         a.sendall(b"*IDN?\n")  # a's reply waits in a's queue ...
         assert float(ask(b, b"XDUC:MEAS:TIME?\n")) == 2.5  # ... b gets its own answer
