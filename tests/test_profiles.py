@@ -297,6 +297,12 @@ def test_entangle_on_todays_hardware_says_not_entangled(sim_lab, qnetlab_data_di
     assert "Traceback" not in out.err
     assert [ln for ln in out.err.splitlines() if ln.startswith("qnetlab:")] == [
         out.err.splitlines()[-1]] and out.err.splitlines()[-1].startswith("qnetlab: error:")
+    # the demo on the same (calibrated) station ends the same way
+    code = run_cli(["--data", str(qnetlab_data_dir), "demo", "--profile", "sota-2025",
+                    "--pairs", "2000", "--no-report"])
+    out = capsys.readouterr()
+    assert code == 3, out.err
+    assert "entanglement witnessed: no" in out.out and "Traceback" not in out.err
 
 
 def test_profile_on_a_station_without_a_simulated_lab_is_one_line(qnetlab_data_dir, capsys):
