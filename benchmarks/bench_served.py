@@ -6,12 +6,14 @@ share one interpreter lock; the baseline echo server does too.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
@@ -76,8 +78,8 @@ def query_ratio_vs_socket(instruments: dict, n: int = 1000, rounds: int = 9) -> 
     TCP to the served lab, over time per round trip of the same 16-byte request through a bare
     loopback socket echo server in a process of its own (client socket with the OS defaults,
     as pyvisa-py opens it). Both connections stay open and the rounds alternate (1000 calls
-    each, 9 rounds of each), so both sides see the same machine state; the ratio of the best
-    round of each."""
+    each, 9 rounds of each), all processes on one CPU (:func:`one_cpu`), so both sides see the
+    same machine state; the ratio of the best round of each."""
     qnu = _qnu(instruments["qnu_alice"], "bench_served_qnu")
     proc, port = _echo_server()
     message = b"XDUC:MEAS:TIME?\n"
@@ -124,8 +126,28 @@ def binary_1m_ms(instruments: dict, rounds: int = 3) -> float:
         qnu.close()
 
 
+@contextlib.contextmanager
+def one_cpu() -> Iterator[None]:
+    """Run this process and the servers it starts (they inherit it) on one CPU, then restore.
+
+    On this kind of machine a round trip between processes on two CPUs costs about three times
+    one on the same CPU (idle-state exits, cross-CPU wake-ups), and where the scheduler puts
+    each process changes from run to run: the echo baseline alone measured 16 or 47 us in the
+    same minute. On one CPU both the served lab and the echo baseline see the same scheduling,
+    so the ratio compares the work, not the placement."""
+    if not hasattr(os, "sched_setaffinity"):
+        yield
+        return
+    allowed = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(allowed)})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, allowed)
+
+
 def run() -> dict[str, float]:
-    with tempfile.TemporaryDirectory() as folder:
+    with tempfile.TemporaryDirectory() as folder, one_cpu():
         proc, instruments = _serve(Path(folder))
         try:
             return {"served.query_ratio_vs_socket": query_ratio_vs_socket(instruments),
