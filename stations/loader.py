@@ -13,6 +13,7 @@ import yaml
 from qcodes.instrument import Instrument
 from qcodes.station import Station
 
+from qnetlab import topologies
 from qnetlab.clock import Clock, ServedClock, WallClock
 
 from .lock import InstrumentLock, acquire, hardware_addresses
@@ -78,15 +79,20 @@ def available() -> list[str]:
 
 
 def station_file(name_or_path: str | os.PathLike[str]) -> Path:
-    """A path as given, or a bundled station by name (``"sim_link"``)."""
+    """A path as given, a bundled station by name (``"sim_link"``), or a generated topology
+    (``"chain:16"``, ``"star:8"``, ``"twosite"``: its station file generated into the cache
+    directory, :mod:`qnetlab.topologies`; a bad spec is a one-line ``SpecError``)."""
     path = Path(name_or_path)
     if path.is_file():
         return path.resolve()
     bundled = files("qnetlab.stations") / f"{name_or_path}.station.yaml"
     if bundled.is_file():
         return Path(str(bundled))
+    if topologies.is_spec(str(name_or_path)):
+        return topologies.station_file(str(name_or_path))
     raise FileNotFoundError(f"station {str(name_or_path)!r}: no such file, and not a bundled "
-                            f"station (bundled: {', '.join(available())})")
+                            f"station (bundled: {', '.join(available())}) or a generated "
+                            f"topology ({', '.join(f'{k}:N' for k in topologies.BUILDERS)})")
 
 
 def _instruments(path: Path) -> dict[str, Any]:
