@@ -14,8 +14,8 @@ from pyvisa_sim import parser
 from pyvisa_sim.devices import Devices
 from pyvisa_sim.highlevel import SimVisaLibrary
 
-from qnetlab.clock import VirtualClock
 from qnetlab import topologies
+from qnetlab.clock import VirtualClock
 from qnetlab.sim_instruments.physics.profiles import get_profile
 from qnetlab.sim_instruments.physics.world import DEFAULT_NODE, Lab, one_node_lab
 

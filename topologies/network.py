@@ -13,6 +13,7 @@ a :class:`Network`, with its extra instruments in :attr:`Network.extra` and thei
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -191,7 +192,7 @@ def chain(spec: TopologySpec, seed: int | None = None) -> Network:
     """N nodes in a line; each neighbouring pair has a heralding station at its midpoint,
     ``LOCAL_FIBER_KM`` from each (``chain:3`` is the bundled chain, ``chain:2`` the link)."""
     nodes = node_names(spec.n)
-    links = [_link(a, b, LOCAL_FIBER_KM) for a, b in zip(nodes, nodes[1:], strict=False)]
+    links = [_link(a, b, LOCAL_FIBER_KM) for a, b in itertools.pairwise(nodes)]
     return _network(spec, f"{spec.n} nodes in a chain, a heralding station halfway along each "
                     f"link, {LOCAL_FIBER_KM:g} km of fiber each side", nodes, links, seed)
 
@@ -202,7 +203,7 @@ def star(spec: TopologySpec, seed: int | None = None) -> Network:
     of links through the hub: every QNU uses both its link channels, any two nodes have two
     disjoint routes, and every herald is in one room). ``star:2`` is one link."""
     nodes = node_names(spec.n)
-    pairs = list(zip(nodes, nodes[1:], strict=False))
+    pairs = list(itertools.pairwise(nodes))
     if spec.n > 2:
         pairs.append((nodes[-1], nodes[0]))
     links = [_link(a, b, STAR_FIBER_KM) for a, b in pairs]
@@ -220,9 +221,9 @@ def twosite(spec: TopologySpec, seed: int | None = None) -> Network:
     half = (spec.n + 1) // 2
     site_a, site_b = nodes[:half], nodes[half:]
     local = [_link(a, b, LOCAL_FIBER_KM) for site in (site_a, site_b)
-             for a, b in zip(site, site[1:], strict=False)]
+             for a, b in itertools.pairwise(site)]
     long = _link(site_a[-1], site_b[0], TWOSITE_FIBER_KM)
-    links = local[:half - 1] + [long] + local[half - 1:]
+    links = [*local[:half - 1], long, *local[half - 1:]]
     sites = {"A": site_a + tuple(lk.herald for lk in local[:half - 1]),
              "B": site_b + tuple(lk.herald for lk in local[half - 1:]),
              "midpoint": (long.herald,)}
