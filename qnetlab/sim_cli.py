@@ -34,8 +34,30 @@ def station_template(lab_path: str) -> dict[str, Any]:
         template = yaml.safe_load(stations.station_file(name).read_text()) or {}
         if uses_lab(template, lab_path, resolve_lab_path):
             return template
+    generated = _generated_station(lab_path)
+    if generated is not None and uses_lab(generated, lab_path, resolve_lab_path):
+        return generated
     raise click.ClickException(f"lab {lab_path}: no bundled station file uses it (bundled: "
                                f"{', '.join(stations.available())}); give one with --station-from")
+
+
+def _generated_station(lab_path: str) -> dict[str, Any] | None:
+    """The station file of a generated lab file (parsed): the one written beside it
+    (``chain-16.yaml`` -> ``chain-16.station.yaml``, as ``qnetlab sim generate`` and the cache
+    place them), else the station of the spec its ``x-lab`` names; None for other labs."""
+    from qnetlab import stations, topologies
+
+    path = Path(lab_path.partition("?")[0])
+    beside = path.with_name(path.stem + ".station.yaml")
+    if beside.is_file():
+        return yaml.safe_load(beside.read_text()) or {}
+    try:
+        spec = (yaml.safe_load(path.read_text()) or {}).get("x-lab", {}).get("spec")
+    except (OSError, yaml.YAMLError, AttributeError):
+        return None
+    if not spec or not topologies.is_spec(str(spec)):
+        return None
+    return yaml.safe_load(stations.station_file(str(spec)).read_text()) or {}
 
 
 def station_yaml(served: Any, template: dict[str, Any], lab: str,

@@ -118,7 +118,7 @@ def station_file(name_or_path: str | os.PathLike[str]) -> Path:
         return topologies.station_file(str(name_or_path))
     raise FileNotFoundError(f"station {str(name_or_path)!r}: no such file, and not a bundled "
                             f"station (bundled: {', '.join(available())}) or a generated "
-                            f"topology ({', '.join(f'{k}:N' for k in topologies.BUILDERS)})")
+                            f"topology ({topologies.usage()})")
 
 
 #: the C parser when PyYAML has it (a 64-node station file is ~200 kB: 0.3 s in pure Python)

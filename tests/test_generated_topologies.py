@@ -21,6 +21,7 @@ from pyvisa_qnetlab import instruments_dir, private_library, resolve_lab_path
 from qnetlab import stations, topologies
 from qnetlab.sequences.calibration import default_calibrations
 from qnetlab.sequences.calibration.engine import CalibrationGraph
+from qnetlab.sim_cli import station_template
 from qnetlab.sim_instruments import lab_file
 from qnetlab.sim_instruments.physics.heralding import probabilities
 from qnetlab.topologies.cache import write_if_changed
@@ -353,3 +354,22 @@ def test_load_64_nodes_in_practical_time():
     finally:
         bundle.close()
     assert elapsed < 60  # ~17 s on a shared 2-core machine; quadratic parsing took minutes
+
+
+@pytest.mark.qnetlab_served("star:3", speed=1000)
+def test_the_served_lab_fixture_serves_a_generated_lab(served_lab):
+    """Another project's CI serves a generated network over TCP like a bundled lab."""
+    bundle = stations.load(served_lab.station_file)
+    try:
+        assert set(bundle.topology.links) == {"ab", "bc", "ca"}
+        assert bundle.node("carol")["qnu"].link_to("alice").fiber_length() == pytest.approx(5.0)
+        assert bundle.node("bob")["fridge"].mxc.temperature() < 0.02
+    finally:
+        bundle.close()
+
+
+def test_sim_serve_finds_the_station_beside_a_generated_lab_file(tmp_path):
+    lab, _station = topologies.write_files("chain:2", tmp_path, instruments_dir())
+    template = station_template(str(lab))
+    assert set(template["instruments"]["network"]["init"]["nodes"]) == {"alice", "bob"}
+    assert template["instruments"]["qnu_alice"]["init"]["visalib"] == f"{lab}@qnetlab"

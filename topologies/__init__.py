@@ -13,31 +13,41 @@ import functools
 from pathlib import Path
 
 from .cache import cache_dir, write_if_changed
-from .network import BUILDERS, KINDS, Instrument, Kind, LinkDesc, Network
+from .network import KINDS, NETWORK_KINDS, Instrument, Kind, LinkDesc, Network, NetworkKind
 from .render import lab_yaml, station_yaml
-from .spec import MAX_NODES, MIN_NODES, SpecError, TopologySpec, looks_like_spec, parse_spec
+from .spec import MAX_NODES, MIN_NODES, Param, SpecError, TopologySpec, looks_like_spec, parse_spec
+from .spec import usage as _usage
 
 __all__ = [
-    "BUILDERS", "KINDS", "MAX_NODES", "MIN_NODES", "Instrument", "Kind", "LinkDesc", "Network",
-    "SpecError", "TopologySpec", "build", "cache_dir", "is_spec", "lab_file", "lab_yaml",
-    "parse", "station_file", "station_yaml", "write_files",
+    "KINDS", "MAX_NODES", "MIN_NODES", "NETWORK_KINDS", "Instrument", "Kind", "LinkDesc",
+    "Network", "NetworkKind", "Param", "SpecError", "TopologySpec", "build", "cache_dir",
+    "is_spec", "lab_file", "lab_yaml", "parse", "station_file", "station_yaml", "usage",
+    "write_files",
 ]
 
 
 def is_spec(text: str) -> bool:
     """True if ``text`` names a generated topology (valid or not) rather than a file."""
-    return looks_like_spec(str(text), tuple(BUILDERS))
+    defaults = [k for k, kind in NETWORK_KINDS.items() if kind.default is not None]
+    return looks_like_spec(str(text), defaults)
+
+
+def usage() -> str:
+    """The specs allowed, for messages: ``chain:N, star:N, twosite:N with N 2..64``."""
+    return _usage({k: kind.params for k, kind in NETWORK_KINDS.items()})
 
 
 def parse(text: str) -> TopologySpec:
     """The spec ``text`` parsed; :class:`SpecError` (one line) if it is wrong."""
-    return parse_spec(text, tuple(BUILDERS))
+    return parse_spec(text, {k: kind.params for k, kind in NETWORK_KINDS.items()},
+                      {k: kind.default for k, kind in NETWORK_KINDS.items()
+                       if kind.default is not None})
 
 
 def build(text: str, seed: int | None = None) -> Network:
     """The :class:`Network` of a spec (``seed``: the world's seed, default the generator's)."""
     spec = parse(text)
-    return BUILDERS[spec.kind](spec, seed)
+    return NETWORK_KINDS[spec.kind].build(spec, seed)
 
 
 def lab_file(text: str, instruments_dir: str | Path) -> Path:

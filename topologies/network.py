@@ -7,8 +7,8 @@ today's bundled labs (:data:`NODE_INSTRUMENTS`: QNU, pump laser N7776C, AOM gate
 Lake Shore 372, Oxford Triton) and each heralding station its QNU; the settings of each
 instrument kind (driver, address form, x-serve, station limits) are in :data:`KINDS`, one entry
 per kind. A new kind of network (a data center with an optical switch) is a builder that returns
-a :class:`Network`, with its extra instruments in :attr:`Network.extra` and their kinds added to
-:data:`KINDS`.
+a :class:`Network`, registered in :data:`NETWORK_KINDS` with its spec arguments, its extra
+instruments in :attr:`Network.extra` and their kinds added to :data:`KINDS`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .spec import TopologySpec
+from .spec import NODES, Param, TopologySpec
 
 DEFAULT_SEED = 13  # generated labs draw their hidden truth from this seed unless told otherwise
 DEFAULT_PROFILE = "target-2030"
@@ -153,7 +153,8 @@ class Network:
 
     def x_lab(self) -> dict[str, Any]:
         """The lab file's ``x-lab``: the physical world (nodes, stations, links, fiber, seed)."""
-        lab: dict[str, Any] = {"name": self.name, "profile": self.profile, "seed": self.seed,
+        lab: dict[str, Any] = {"name": self.name, "spec": self.spec, "profile": self.profile,
+                               "seed": self.seed,
                                "nodes": list(self.nodes), "stations": list(self.heralds),
                                "links": {lk.name: {"nodes": list(lk.nodes), "station": lk.herald,
                                                    "fiber_km": list(lk.fiber_km)}
@@ -233,5 +234,21 @@ def twosite(spec: TopologySpec, seed: int | None = None) -> Network:
 
 
 Builder = Callable[[TopologySpec, "int | None"], Network]
-#: every generated kind, by the name a spec uses
-BUILDERS: dict[str, Builder] = {"chain": chain, "star": star, "twosite": twosite}
+
+
+@dataclass(frozen=True)
+class NetworkKind:
+    """A kind of generated network: its builder, its spec arguments, the arguments of the bare
+    kind (``twosite`` alone) if it may stand alone."""
+
+    build: Builder
+    params: tuple[Param, ...] = (NODES,)
+    default: tuple[int, ...] | None = None
+
+
+#: every generated kind, by the name a spec uses (a new kind is one more entry)
+NETWORK_KINDS: dict[str, NetworkKind] = {
+    "chain": NetworkKind(chain),
+    "star": NetworkKind(star),
+    "twosite": NetworkKind(twosite, default=(4,)),
+}
