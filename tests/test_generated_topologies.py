@@ -21,6 +21,7 @@ from pyvisa_qnetlab import instruments_dir, private_library, resolve_lab_path
 from qnetlab import stations, topologies
 from qnetlab.sequences.calibration import default_calibrations
 from qnetlab.sequences.calibration.engine import CalibrationGraph
+from qnetlab.sequences.fom import LinkBudget, best_alpha
 from qnetlab.sim_cli import station_template
 from qnetlab.sim_instruments import lab_file
 from qnetlab.sim_instruments.physics.heralding import probabilities
@@ -250,10 +251,29 @@ def test_twosite_long_link_has_the_fiber_loss_and_delay():
     assert fiber.length_km == 25.0 and fiber.transmission == pytest.approx(10 ** (-0.5))
     local, far = herald_rate(lab, "ab"), herald_rate(lab, "bc")
     assert far > 0 and local > 0
-    # a quarter of the photons arrive (5 dB each way) and an attempt waits for the 50 km
-    # round trip (250 us, against 20 us at 50 kHz): well over 10x fewer heralds per second
+    # a third of the photons arrive (5 dB against 0.4 dB each way) and an attempt waits for the
+    # 50 km round trip (250 us, against 20 us at 50 kHz): ~40x fewer heralds per second
     assert far < local / 10
     assert lab.links["bc"].round_trip_s() == pytest.approx(2 * 25 * 5e-6, rel=0.05)
+
+
+def test_twosite_fiber_lowers_the_rate_the_link_budget_predicts():
+    """The calibration's link budget (``sequences.fom``) takes the station topology's fiber:
+    for the same transducer, the long link's predicted herald rate is far lower."""
+    topo = stations.read_topology(stations.station_file("twosite"))
+    budget = LinkBudget()
+
+    def predicted_rate(link: str) -> float:
+        fiber = max(topo.links[link].fiber_km)
+        period = max(1 / 50e3, 2 * fiber * budget.fiber_delay_s_per_km + 1e-6)
+        best = best_alpha(0.3 * budget.chain(fiber), 0.013, budget.coherence(fiber, 1e-3),
+                          budget.dark_click, 0.6)
+        assert best is not None, link
+        return best[1] / period
+
+    assert [topo.links[lk].fiber_km for lk in ("ab", "bc", "cd")] == [
+        (2.0, 2.0), (25.0, 25.0), (2.0, 2.0)]
+    assert predicted_rate("bc") < predicted_rate("ab") / 10
 
 
 # --- concurrency of generation ----------------------------------------------------------------
