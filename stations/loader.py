@@ -31,7 +31,7 @@ class LabStation(Station):
 
     QCoDeS re-reads, re-parses (ruamel) and re-validates (jsonschema) its config files before
     each ``load_instrument``, which makes loading quadratic in the number of instruments: a
-    64-node station (323 instruments) spent minutes parsing. Here the files are parsed again
+    64-node station (383 instruments) spent minutes parsing. Here the files are parsed again
     only when one of them changed (path, size and modification time)."""
 
     def load_config_files(self, *filenames: str) -> None:
