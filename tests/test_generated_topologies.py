@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import pyvisa
@@ -21,6 +22,7 @@ from pyvisa_qnetlab import instruments_dir, private_library, resolve_lab_path
 from qnetlab import stations, topologies
 from qnetlab.sequences.calibration import default_calibrations
 from qnetlab.sequences.calibration.engine import CalibrationGraph
+from qnetlab.sequences.calibration.link_cals import DetectorTiming
 from qnetlab.sequences.fom import LinkBudget, best_alpha
 from qnetlab.sim_cli import station_template
 from qnetlab.sim_instruments import lab_file
@@ -393,3 +395,17 @@ def test_sim_serve_finds_the_station_beside_a_generated_lab_file(tmp_path):
     template = station_template(str(lab))
     assert set(template["instruments"]["network"]["init"]["nodes"]) == {"alice", "bob"}
     assert template["instruments"]["qnu_alice"]["init"]["visalib"] == f"{lab}@qnetlab"
+
+
+@pytest.mark.parametrize(("spec", "herald", "low", "high"), [
+    ("chain:2", "ab", 1.0, 1.0), ("star:3", "ab", 2.0, 4.0), ("twosite:2", "ab", 8.0, 8.0)])
+def test_detector_timing_records_longer_behind_a_long_fiber(spec, herald, low, high):
+    """Behind 25 km a heralding station sees ~40x fewer clicks per second (loss, and attempts
+    that wait for the round trip): detector timing integrates longer (at most 8x) instead of
+    failing for want of counts; the bundled 2 km links record as before."""
+    bundle = stations.load(spec)
+    try:
+        ctx = SimpleNamespace(topology=bundle.topology, bundle=bundle)
+        assert low <= DetectorTiming()._record_factor(ctx, herald) <= high
+    finally:
+        bundle.close()
