@@ -375,7 +375,9 @@ def test_load_64_nodes_in_practical_time():
         assert math.isfinite(bundle.node("n64")["fridge"].mxc.temperature())
     finally:
         bundle.close()
-    assert elapsed < 60  # ~17 s on a shared 2-core machine; quadratic parsing took minutes
+    # ~17 s on a shared 2-core machine (46 s at a load average of 40); QCoDeS re-parsing the
+    # station file before each of the 384 instruments (quadratic) takes several minutes
+    assert elapsed < 150
 
 
 @pytest.mark.qnetlab_served("star:3", speed=1000)
