@@ -56,7 +56,7 @@ KINDS: dict[str, Kind] = {
                                             "limits": [1000.0, 1000000.0]}}),
     "pump": Kind("pump_laser", "qnetlab.drivers.QnetlabPumpLaser",
                  "TCPIP0::{host}.lab::inst0::INSTR", serve={"port": 5025},
-                 parameters={"shutter": {"initial_value": "closed"},
+                 parameters={"output": {"initial_value": "off"},
                              "power": {"limits": [-10.0, 8.0]},
                              "power_mw": {"limits": [0.1, 6.3]}}),
     "aom": Kind("awg_33522b", "qnetlab.drivers.QnetlabAomGate",
