@@ -91,7 +91,15 @@ class ProxyParameter(Parameter):
     def __init__(self, link: _SiteLink, parts: tuple[str, ...], meta: Mapping[str, Any]) -> None:
         self._link, self._parts = link, parts
         super().__init__(meta["name"], label=meta["label"], unit=meta["unit"],
-                         register_name=meta["register_name"], max_val_age=0)
+                         register_name=meta["register_name"], max_val_age=0,
+                         vals=meta.get("vals"))
+        # straight to the agent: QCoDeS's wrappers would add this proxy's name to the
+        # instrument's error and keep a cache nobody may trust
+        self.get = self.get_raw  # type: ignore[method-assign]
+        self.set = self.set_raw  # type: ignore[method-assign]
+
+    def validate(self, value: Any) -> None:
+        """Validation is the instrument's, on its agent (its error, its words)."""
 
     def get_raw(self) -> Any:
         return self._link.call(self._parts, self.short_name)
@@ -134,7 +142,7 @@ class InstrumentProxy:
         self._methods = frozenset(description["methods"])
         self.name, self.short_name = description["name"], description["short_name"]
         self.full_name, self.name_parts = description["full_name"], list(parts)
-        self.parameters = {n: ProxyParameter(link, parts, m)
+        self.parameters = {n: ProxyParameter(link, tuple(m["parts"]), m)
                            for n, m in description["parameters"].items()}
         self.submodules: dict[str, Any] = {}
         for n, sub in description["submodules"].items():

@@ -12,6 +12,7 @@ so that a coordinator learns of them without asking separately.
 from __future__ import annotations
 
 import logging
+import pickle
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,15 +60,36 @@ def describe(obj: Any) -> dict[str, Any]:
             submodules[name] = describe(sub)
         else:  # a ChannelTuple / ChannelList
             submodules[name] = {"channels": [describe(ch) for ch in sub]}
-    taken = set(obj.parameters) | set(obj.submodules)
+    parameters = {n: _parameter(p) for n, p in obj.parameters.items()}
+    for name, sub in vars(obj).items():  # aliases: ``fridge.mxc is fridge.ch06``
+        if name.startswith("_") or name in submodules or name in parameters or name == "parent":
+            continue
+        if isinstance(sub, InstrumentBase) and sub is not obj:
+            submodules[name] = describe(sub)
+        elif isinstance(sub, ParameterBase) and sub.instrument is not None:
+            parameters[name] = _parameter(sub)  # ``aom.pulse_width is aom.ch1.pulse_width``
+    taken = set(parameters) | set(submodules)
     methods = sorted(n for n in dir(type(obj)) if not n.startswith("_") and n not in taken
                      and callable(getattr(type(obj), n, None)))
     return {"parts": list(obj.name_parts), "name": obj.name, "short_name": obj.short_name,
             "full_name": obj.full_name,
-            "parameters": {n: {"name": p.short_name, "label": p.label, "unit": p.unit,
-                               "register_name": p.register_name}
-                           for n, p in obj.parameters.items()},
+            "parameters": parameters,
             "submodules": submodules, "methods": methods}
+
+
+def _parameter(p: Any) -> dict[str, Any]:
+    """What a proxy of parameter ``p`` needs: where it lives and how datasets name it."""
+    return {"parts": list(p.instrument.name_parts), "name": p.short_name, "label": p.label,
+            "unit": p.unit, "register_name": p.register_name, "vals": _plain(p.vals)}
+
+
+def _plain(validator: Any) -> Any:
+    """A parameter's validator when it pickles (limits are read from it), else None."""
+    try:
+        pickle.dumps(validator)
+    except Exception:
+        return None
+    return validator
 
 
 def _child(obj: Any, part: str) -> Any:
@@ -80,6 +102,9 @@ def _child(obj: Any, part: str) -> Any:
             for channel in group:
                 if channel.short_name == part:
                     return channel
+    alias = getattr(obj, part, None)
+    if isinstance(alias, InstrumentBase):
+        return alias
     raise KeyError(f"{obj.full_name} has no submodule or channel {part!r}")
 
 
