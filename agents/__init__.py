@@ -16,9 +16,9 @@ from typing import Any
 from qnetlab.stations import read_topology, station_file
 
 from .inprocess import InProcessAgents
-from .proxy import AgentBundle, InstrumentProxy, ProxyParameter, SiteRestarted
+from .proxy import AgentBundle, InstrumentProxy, ProxyParameter
 from .resume import calibrate_resuming
-from .site import Reply, SiteAgent
+from .site import Reply, SiteAgent, SiteRestarted
 from .sites import Site, sites_of
 
 

@@ -48,7 +48,7 @@ class InProcessAgents:
         return []
 
     def wait_ready(self, site: str, timeout_s: float) -> dict[str, Any]:
-        return self.agents[site].status()
+        return self.agents[site].acknowledge()
 
     def close(self) -> None:
         for agent in list(self.agents.values()):

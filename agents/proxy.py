@@ -20,7 +20,6 @@ from typing import Any, Protocol
 from qcodes.parameters import Parameter
 
 from qnetlab.clock import Clock
-from qnetlab.errors import QnetlabError
 from qnetlab.stations import Topology
 from qnetlab.stations.topology import NODE_ROLES
 
@@ -28,11 +27,6 @@ from .site import Ref, Reply
 from .sites import Site, site_of_instrument
 
 Listener = Callable[[dict[str, Any]], None]
-
-
-class SiteRestarted(QnetlabError):
-    """A site's agent died during a call (the call may or may not have acted: it is never
-    retried); the agent restarts and puts its site in the safe state."""
 
 
 class Transport(Protocol):

@@ -36,8 +36,8 @@ from qnetlab.clock import Clock, WallClock
 from qnetlab.stations import Topology
 from qnetlab.stations.loader import served_clock
 
-from .proxy import AgentBundle, SiteRestarted
-from .site import Reply, SiteAgent
+from .proxy import AgentBundle
+from .site import Reply, SiteAgent, SiteRestarted
 from .sites import Site, sites_of
 
 NAMESPACE = "qnetlab"
@@ -82,6 +82,9 @@ class SiteActor:
     def call(self, parts: tuple[str, ...], attr: str, args: tuple[Any, ...],
              kwargs: dict[str, Any]) -> Reply:
         return _picklable(self.agent.call(parts, attr, args, kwargs))
+
+    def acknowledge(self) -> dict[str, Any]:
+        return self.agent.acknowledge()
 
     def describe(self) -> dict[str, Any]:
         return self.agent.describe()
@@ -134,6 +137,7 @@ class RayAgents:
         _check_reachable(path)
         _check_resources(self.sites)
         self._deaths: list[str] = []
+        self._down: set[str] = set()  # died, restart not yet acknowledged: calls not sent
         self._lock = threading.Lock()
         text = path.read_text()
         self.actors = {
@@ -164,14 +168,25 @@ class RayAgents:
 
     def call(self, site: str, parts: tuple[str, ...], attr: str, args: tuple[Any, ...],
              kwargs: dict[str, Any]) -> Reply:
+        if site in self._down:
+            raise SiteRestarted(f"site {site}: its agent restarted; calls wait until the "
+                                f"coordinator resumes (not sent: {'.'.join(parts)}.{attr})")
         try:
-            return ray.get(self.actors[site].call.remote(parts, attr, args, kwargs))
+            reply: Reply = ray.get(self.actors[site].call.remote(parts, attr, args, kwargs))
         except DEAD:
-            with self._lock:
-                self._deaths.append(site)
+            self._died(site)
             raise SiteRestarted(
                 f"site {site}: its agent died during {'.'.join(parts)}.{attr} (not retried: "
                 "it may have acted); it restarts and puts the site in its safe state") from None
+        if isinstance(reply.error, SiteRestarted):  # it died between calls: refused, not run
+            self._died(site)
+        return reply
+
+    def _died(self, site: str) -> None:
+        with self._lock:
+            if site not in self._down:
+                self._deaths.append(site)
+            self._down.add(site)
 
     def describe(self) -> dict[str, dict[str, Any]]:
         return self._gather("describe")
@@ -206,13 +221,17 @@ class RayAgents:
         return died
 
     def wait_ready(self, site: str, timeout_s: float) -> dict[str, Any]:
-        """The site's status once its (restarted) agent answers; ConnectionError after
-        ``timeout_s`` wall seconds (an actor restart is wall time, not lab time)."""
+        """The site's status once its restarted agent answers, acknowledging the restart (its
+        calls are served again); ConnectionError after ``timeout_s`` wall seconds (an actor
+        restart takes wall time, not lab time)."""
         deadline = time.monotonic() + timeout_s
         while True:
             try:
-                return ray.get(self.actors[site].status.remote(),
-                               timeout=max(0.1, deadline - time.monotonic()))
+                status = ray.get(self.actors[site].acknowledge.remote(),
+                                 timeout=max(0.1, deadline - time.monotonic()))
+                with self._lock:
+                    self._down.discard(site)
+                return status
             except (*DEAD, GetTimeoutError) as exc:
                 if time.monotonic() >= deadline:
                     raise ConnectionError(f"site {site}: its agent did not come back within "

@@ -24,6 +24,7 @@ from qcodes.parameters import ParameterBase
 from qcodes.station import Station
 
 from qnetlab.clock import Clock, WallClock
+from qnetlab.errors import QnetlabError
 from qnetlab.stations import StationBundle, read_topology, station_file
 from qnetlab.stations.loader import served_clock
 from qnetlab.stations.lock import acquire, hardware_addresses
@@ -32,6 +33,12 @@ from qnetlab.stations.topology import TopologyError
 from .sites import Site, sites_of
 
 log = logging.getLogger("qnetlab.agents")
+
+
+class SiteRestarted(QnetlabError):
+    """A site's agent died during or before a call: the call may or may not have acted, and
+    is never retried. The restarted agent puts its site in the safe state and refuses every
+    call until the coordinator has acknowledged the restart."""
 
 
 @dataclass(frozen=True)
@@ -175,6 +182,7 @@ class SiteAgent:
         self._events: list[dict[str, Any]] = []
         self.bundle = load_site(path, self.site, topology)
         self.restarted = restarted
+        self._fenced = restarted  # no call acts until the coordinator knows of the restart
         self.safe_at_start: dict[str, str] = {}
         if restarted:  # whatever the dead agent left on, make it safe before anything else
             self.safe_at_start = station_safe_state(self.bundle)
@@ -234,6 +242,11 @@ class SiteAgent:
         """``parts``' ``attr`` called with ``args``: a parameter is read (no args) or set, a
         method called; ``"cache:<parameter>"`` reads a parameter's cache. The instrument's own
         exception comes back in the reply, never raised here."""
+        if self._fenced:
+            return Reply(error=SiteRestarted(
+                f"site {self.site.name}: its agent restarted (site put in the safe state: "
+                f"{self.safe_at_start}); calls resume once the coordinator acknowledges"),
+                events=self._drain())
         try:
             obj = self._resolve(parts)
             if attr.startswith("cache:"):
@@ -248,6 +261,12 @@ class SiteAgent:
         elif isinstance(value, ParameterBase):
             value = value.get()
         return Reply(value, events=self._drain())
+
+    def acknowledge(self) -> dict[str, Any]:
+        """The coordinator knows this agent restarted: calls are served again. Returns the
+        status (with the safe state the restart left the site in)."""
+        self._fenced = False
+        return self.status()
 
     def describe(self) -> dict[str, dict[str, Any]]:
         """Every instrument of the site, described (one call builds all of a site's proxies)."""
