@@ -192,8 +192,21 @@ class RayAgents:
         return self._gather("describe")
 
     def snapshots(self) -> dict[str, Any]:
-        return {n: snap for snaps in self._gather("snapshot").values()
-                for n, snap in snaps.items()}
+        """Every instrument's snapshot for a run's metadata; a site whose agent is down or
+        restarting says so instead (a run on the other sites goes on)."""
+        up = {s: a.snapshot.remote() for s, a in self.actors.items() if s not in self._down}
+        out: dict[str, Any] = {}
+        for site, instruments in ((s, self.sites[s].instruments) for s in self.actors):
+            try:
+                if site not in up:
+                    raise SiteRestarted(f"site {site}: agent restarting")
+                out.update(ray.get(up[site], timeout=60))
+            except (*DEAD, GetTimeoutError, SiteRestarted) as exc:
+                if not isinstance(exc, (SiteRestarted, GetTimeoutError)):
+                    self._died(site)
+                out.update({n: {"unavailable": f"site {site}: {type(exc).__name__}"}
+                            for n in instruments})
+        return out
 
     def safe_state(self) -> dict[str, dict[str, str]]:
         """Every site safe at once; a site whose agent cannot be reached says so (a restarting
