@@ -171,3 +171,14 @@ def test_sites_default_to_nodes_and_heralds_and_a_topology_may_group_them():
     spec["heralds"]["mid"]["site"] = "rack 1"
     with pytest.raises(TopologyError, match="site='rack 1': a site name uses only"):
         sites_of(parse_topology(spec))
+
+
+def test_cluster_refuses_a_lab_simulated_inside_one_process(tmp_path, capsys):
+    from qnetlab.cli import run_cli
+
+    code = run_cli(["--station", "sim_link", "--data", str(tmp_path), "--cluster", "auto",
+                    "calibrate"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1, err
+    assert err[0].startswith("qnetlab: error: --cluster: sim_link.station.yaml: instrument ")
+    assert "qnetlab sim serve LAB --station-out F" in err[0]

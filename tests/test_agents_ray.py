@@ -149,3 +149,15 @@ def test_a_killed_site_restarts_safe_and_the_calibration_resumes(ray_sites, serv
             assert len(store.history(quantity, target)) == 1, (quantity, target)
     finally:
         bundle.close()
+
+
+def test_the_cli_calibrates_on_the_cluster(ray_sites, served_lab, tmp_path, capsys):
+    from qnetlab.cli import run_cli
+
+    station = four_sites(served_lab, tmp_path)
+    code = run_cli(["--station", str(station), "--data", str(tmp_path / "data"), "--cluster",
+                    "auto", "calibrate", "cryostat_ready:carol"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "cryostat_ready:carol" in out and "(ok)" in out
+    assert not ray.util.list_named_actors()  # the command ended its actors
