@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import shutil
 import tempfile
 import threading
 import time
@@ -70,8 +71,8 @@ class SiteActor:
     def __init__(self, station_text: str, station_name: str, site: str, watchdog: bool,
                  poll_s: float) -> None:
         restarted = ray.get_runtime_context().was_current_actor_reconstructed
-        folder = Path(tempfile.mkdtemp(prefix=f"qnetlab-site-{site}-"))
-        path = folder / station_name
+        self.folder = Path(tempfile.mkdtemp(prefix=f"qnetlab-site-{site}-"))
+        path = self.folder / station_name
         path.write_text(station_text)
         self.agent = SiteAgent(path, site, watchdog=watchdog, restarted=restarted,
                                poll_s=poll_s)
@@ -99,7 +100,10 @@ class SiteActor:
         return self.agent.status()
 
     def close(self) -> None:
-        self.agent.close()
+        try:
+            self.agent.close()
+        finally:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def _check_reachable(path: Path) -> None:

@@ -68,7 +68,9 @@ def bring_up() -> list:
 
 
 def truth_of(served_lab, quantity: str, target: str, at: float) -> float:
-    node = served_lab.served.library.lab.truth(at=at)["nodes"][target]
+    library = served_lab.served.library
+    with library.lock:  # the agents' watchdogs keep querying the served world meanwhile
+        node = library.lab.truth(at=at)["nodes"][target]
     return {"resonance_nm": node["resonance_nm"], "bias_offset_ma": node["bias_offset_ma"],
             "swap_amplitude": node["swap_amplitude_opt"]}[quantity]
 
