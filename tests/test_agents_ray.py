@@ -83,6 +83,12 @@ def test_four_sites_on_ray_calibrate_and_entangle_a_link(ray_sites, served_lab, 
         for site in SITES:  # named actors, one per site, placed by the site's resource
             assert ray.get_actor(actor_name(site), namespace="qnetlab") is not None
         assert ray.available_resources().get("site:alice", 0) == 0  # taken by its actor
+        # the instrument's own exception crosses the process boundary: type and words
+        with pytest.raises(ValueError, match=r"20\.0.*power"):
+            bundle.node("alice")["pump"].power(20.0)
+        with pytest.raises(KeyError, match="qnu_bob has no link to 'nobody'"):
+            bundle.node("bob")["qnu"].link_to("nobody")
+        assert bundle.node("bob")["qnu"].link_to("carol").peer() == "carol"
         data = tmp_path / "data"
         store, runs = CalibrationStore(data), RunStore(data)
         report = calibrate_resuming(bundle, data_dir=data, store=store, runs=runs)
