@@ -5,9 +5,10 @@ calibration graph, every target, fresh data directory) of the served three-node 
 sites (alice, bob, carol; both heralding stations on site ``hub``) with one Ray actor per site
 (a local Ray instance started here: 2 CPUs, one ``site:<name>`` resource per site, no
 dashboard), divided by the wall time of the same calibration with the four agents in this
-process. Both reach the instruments over TCP from a served lab (``qnetlab sim serve chain
---speed 5000 --seed 20261126``, a fresh process for each run, so both calibrate the same
-world); only the ``calibrate`` call is timed (bringing the agents up is not). Goal <= 2.
+process. Both reach the instruments over TCP from a served lab (``qnetlab sim serve
+qnetlab.sim_instruments.labs:chain.yaml --speed 5000 --seed 20261126``, a fresh process for
+each run, so both calibrate the same world); only the ``calibrate`` call is timed (bringing the
+agents up is not). Goal <= 2.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import yaml
 
 SPEED = "5000"
 SEED = "20261126"
+CHAIN_LAB = "qnetlab.sim_instruments.labs:chain.yaml"
 SITES = ("alice", "bob", "carol", "hub")
 
 
@@ -34,14 +36,14 @@ def _served_chain(folder: Path) -> Iterator[Path]:
     """A served chain lab in a process of its own; the four-site station file that reaches
     it (both heralding stations on site 'hub')."""
     out = folder / "served.station.yaml"
-    proc = subprocess.Popen([sys.executable, "-m", "qnetlab", "sim", "serve", "chain",
+    proc = subprocess.Popen([sys.executable, "-m", "qnetlab", "sim", "serve", CHAIN_LAB,
                              "--speed", SPEED, "--seed", SEED, "--station-out", str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
         while not out.exists():
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("qnetlab sim serve chain did not start")
+                raise RuntimeError(f"qnetlab sim serve {CHAIN_LAB} did not start")
             time.sleep(0.05)
         raw = yaml.safe_load(out.read_text())
         for herald in raw["instruments"]["network"]["init"]["heralds"].values():
