@@ -169,8 +169,6 @@ class SiteAgent:
 
     def __init__(self, station: str | Path, site: str, *, watchdog: bool = True,
                  restarted: bool = False, poll_s: float = 5.0) -> None:
-        from qnetlab.sequences.safety import station_safe_state
-
         path = station_file(station)
         topology = read_topology(path)
         sites = sites_of(topology)
@@ -181,6 +179,17 @@ class SiteAgent:
         self._lock = threading.Lock()
         self._events: list[dict[str, Any]] = []
         self.bundle = load_site(path, self.site, topology)
+        try:
+            self._start(restarted, watchdog, poll_s)
+        except BaseException:
+            self.bundle.close()
+            raise
+
+    def _start(self, restarted: bool, watchdog: bool, poll_s: float) -> None:
+        """Safe state after a restart, recovery events hooked, the watchdog running."""
+        from qnetlab.sequences.safety import station_safe_state
+
+        site = self.site.name
         self.restarted = restarted
         self._fenced = restarted  # no call acts until the coordinator knows of the restart
         self.safe_at_start: dict[str, str] = {}
