@@ -70,6 +70,7 @@ class Context:
         self.debug = False
         self.data_option: str | None = None
         self.profile: str | None = None  # --profile: the simulated labs' device profile
+        self.cluster: str | None = None  # --cluster: site agents on this Ray cluster
         self._data: Path | None = None
         self.library_errors = _LastLibraryError()
 
@@ -114,13 +115,18 @@ pass_ctx = click.make_pass_decorator(Context, ensure=True)
               help="Data directory (default $QNETLAB_DATA, else ~/qnetlab-data).")
 @click.option("--debug", is_flag=True, envvar="QNETLAB_DEBUG",
               help="On an error, show the traceback and the libraries' log records.")
+@click.option("--cluster", envvar="QNETLAB_CLUSTER", default=None, metavar="auto|ADDRESS",
+              help="Run one agent per site as Ray actors on this Ray cluster (default: in "
+                   "this process). The station's instruments must be reachable over TCP.")
 @click.pass_context
-def main(ctx: click.Context, station: str, data: str | None, debug: bool) -> None:
+def main(ctx: click.Context, station: str, data: str | None, debug: bool,
+         cluster: str | None) -> None:
     """Operate a quantum-networking testbed (real or simulated).
 
     Exit codes: 0 done as asked, 1 error, 2 usage error, 3 ran but did not deliver (pairs,
     fidelity or witnessed entanglement short of what was asked)."""
     ctx.ensure_object(Context).configure(station, data, debug)
+    ctx.obj.cluster = cluster
 
 
 def _station_path(station: str) -> Path:
@@ -206,10 +212,48 @@ def _bring_up(ctx: Context, calibrated: bool = True) -> tuple[Any, Any]:
     from qnetlab.sequences.calibration import load_calibrated
 
     path = _station_path(ctx.station)
+    if ctx.cluster is not None:
+        return _bring_up_on_cluster(ctx, path, calibrated)
     _use_profile(path, ctx.profile)
     if calibrated:
         return load_calibrated(path, ctx.data)
     return stations.load(path), None
+
+
+# --- --cluster: one agent per site on Ray (qnetlab.agents) ---------------------------------------
+def _bring_up_on_cluster(ctx: Context, path: Path, calibrated: bool) -> tuple[Any, Any]:
+    """(agent bundle, calibration store or None): one Ray actor per site of the station on
+    the cluster ``--cluster``, the stored calibration put on the instruments if asked."""
+    from qnetlab.agents import load_agents
+    from qnetlab.sequences.calibration import CalibrationStore, apply_calibration
+
+    if ctx.profile is not None:
+        raise click.BadParameter("a device profile is for the in-process simulated lab; with "
+                                 "--cluster give it to `qnetlab sim serve`", param_hint="--profile")
+    try:
+        bundle = load_agents(path, cluster=ctx.cluster)
+    except (ValueError, ConnectionError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if not calibrated:
+        return bundle, None
+    store = CalibrationStore(ctx.data)
+    try:
+        apply_calibration(bundle, store)
+    except BaseException:
+        bundle.close()
+        raise
+    return bundle, store
+
+
+def _calibrate_on(bundle: Any) -> Callable[..., Any]:
+    """The calibration entry for ``bundle``: on site agents it resumes after a restart."""
+    from qnetlab.sequences.calibration import calibrate
+
+    if hasattr(bundle, "transport"):
+        from qnetlab.agents import calibrate_resuming
+
+        return calibrate_resuming
+    return calibrate
 
 
 class SignalStop(KeyboardInterrupt):
@@ -277,6 +321,10 @@ def operating(bundle: Any, runs: Any) -> Iterator[Any]:
     (``safe_state``) to the one line the CLI prints."""
     from qnetlab.sequences.safety import default_watchdog, guarded, station_safe_state
 
+    if hasattr(bundle, "operating"):  # site agents: each runs its own watchdog
+        with bundle.operating(runs) as safe:
+            yield safe
+        return
     stopper = _installed_stopper()
     watchdog = default_watchdog(bundle, poll_s=5.0, on_event=runs.log_event)
     watchdog.stop_check = stopper.check if stopper is not None else None
@@ -298,7 +346,7 @@ def _bar(label: str, length: int) -> Any:
 def _calibrate(ctx: Context, targets: tuple[str, ...] = (), force: bool = False
                ) -> tuple[Any, Any, Any]:
     from qnetlab.runstore import RunStore
-    from qnetlab.sequences.calibration import CalibrationGraph, calibrate, default_calibrations
+    from qnetlab.sequences.calibration import CalibrationGraph, default_calibrations
 
     bundle, store = _bring_up(ctx)
     try:
@@ -306,8 +354,9 @@ def _calibrate(ctx: Context, targets: tuple[str, ...] = (), force: bool = False
         graph = CalibrationGraph(default_calibrations(), bundle.topology)
         total = len(graph.order(targets or None))
         with _bar("calibrating", total) as bar, operating(bundle, runs) as safe:
-            report = calibrate(safe, targets=targets or None, force=force, data_dir=ctx.data,
-                               store=store, runs=runs, progress=lambda r: bar.update(1))
+            report = _calibrate_on(bundle)(safe, targets=targets or None, force=force,
+                                           data_dir=ctx.data, store=store, runs=runs,
+                                           progress=lambda r: bar.update(1))
     except BaseException:
         bundle.close()
         raise

@@ -32,6 +32,7 @@ class NodeSpec:
     aom: str  # the pump's AOM gate (Keysight 33522B)
     fridge: str  # the Lake Shore 372: thermometry, heaters
     gas: str  # the Oxford Triton: gas handling, pulse tube, pressures, interlock
+    site: str | None = None  # the control computer's site (default: the node's own name)
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class HeraldingStation:
 
     name: str
     qnu: str
+    site: str | None = None  # the control computer's site (default: the station's own name)
 
 
 @dataclass(frozen=True)
@@ -70,11 +72,25 @@ class Topology:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "nodes": {n: {r: getattr(s, r) for r in NODE_ROLES} for n, s in self.nodes.items()},
-            "heralds": {n: {"qnu": h.qnu} for n, h in self.heralds.items()},
+            "nodes": {n: {r: getattr(s, r) for r in NODE_ROLES} | _site(s)
+                      for n, s in self.nodes.items()},
+            "heralds": {n: {"qnu": h.qnu} | _site(h) for n, h in self.heralds.items()},
             "links": {n: {"nodes": list(lk.nodes), "herald": lk.herald,
                           "fiber_km": list(lk.fiber_km)} for n, lk in self.links.items()},
         }
+
+
+def _site(spec: NodeSpec | HeraldingStation) -> dict[str, str]:
+    """The optional ``site:`` key of a node or heralding station, as written."""
+    return {} if spec.site is None else {"site": spec.site}
+
+
+def _site_of(roles: Mapping[str, Any], entry: str, fail: Any) -> str | None:
+    """The optional ``site:`` of a topology entry: a non-empty name, or None."""
+    site = roles.get("site")
+    if site is not None and (not isinstance(site, str) or not site.strip()):
+        raise fail(f"{entry}.site", f"site={site!r}: must be a non-empty name")
+    return site
 
 
 def parse_topology(spec: Mapping[str, Any], instruments: set[str] | None = None,
@@ -100,19 +116,21 @@ def parse_topology(spec: Mapping[str, Any], instruments: set[str] | None = None,
         missing = [r for r in NODE_ROLES if r not in roles]
         if missing:
             raise fail(f"nodes.{name}", f"missing {missing} (a node needs {list(NODE_ROLES)})")
-        extra = set(roles) - set(NODE_ROLES)
+        extra = set(roles) - set(NODE_ROLES) - {"site"}
         if extra:
             raise fail(f"nodes.{name}", f"unknown roles {sorted(extra)}")
-        nodes[name] = NodeSpec(name, **{r: str(roles[r]) for r in NODE_ROLES})
+        nodes[name] = NodeSpec(name, **{r: str(roles[r]) for r in NODE_ROLES},
+                               site=_site_of(roles, f"nodes.{name}", fail))
     if not nodes:
         raise fail("nodes", "a topology needs at least one node")
     heralds: dict[str, HeraldingStation] = {}
     for name, roles in need_mapping(spec.get("heralds", {}) or {}, "heralds").items():
         roles = need_mapping(roles, f"heralds.{name}")
-        if set(roles) != set(HERALD_ROLES):
-            raise fail(f"heralds.{name}", f"a heralding station has exactly a 'qnu', got "
-                       f"{sorted(roles)}")
-        heralds[name] = HeraldingStation(name, str(roles["qnu"]))
+        if set(roles) - {"site"} != set(HERALD_ROLES):
+            raise fail(f"heralds.{name}", f"a heralding station has exactly a 'qnu' (and an "
+                       f"optional 'site'), got {sorted(roles)}")
+        heralds[name] = HeraldingStation(name, str(roles["qnu"]),
+                                         site=_site_of(roles, f"heralds.{name}", fail))
     links: dict[str, LinkSpec] = {}
     for name, link in need_mapping(spec.get("links", {}) or {}, "links").items():
         link = need_mapping(link, f"links.{name}")

@@ -1,0 +1,53 @@
+"""One agent per site: the only owner of a site's instruments, in this process or on Ray.
+
+``bundle = load_agents("sim_link")`` brings every site up in this process (nothing to start);
+``load_agents(path, cluster="auto")`` runs one Ray actor per site (``qnetlab-site-<name>``) on
+the machine that declares the resource ``site:<name>``. Either way the result is an
+:class:`AgentBundle`, which the calibrations and entanglement sequences take as they take a
+``StationBundle``; :func:`calibrate_resuming` calibrates on it and resumes after an agent
+restart. Layer: between operations (the CLI) and sequences; sequences never import it.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from qnetlab.stations import read_topology, station_file
+
+from .inprocess import InProcessAgents
+from .proxy import AgentBundle, InstrumentProxy, ProxyParameter
+from .resume import calibrate_resuming
+from .site import Reply, SiteAgent, SiteRestarted
+from .sites import Site, sites_of
+
+
+def load_agents(station: str | os.PathLike[str], *, cluster: str | None = None,
+                watchdog: bool = True, **ray_options: Any) -> AgentBundle:
+    """A station's instruments behind one agent per site: in this process (``cluster``
+    None), or as Ray actors on the cluster at ``cluster`` (``"auto"`` or an address; see
+    :mod:`qnetlab.agents.ray_agents`)."""
+    path = station_file(station)
+    topology = read_topology(path)
+    if cluster is not None:
+        from .ray_agents import ray_bundle  # only a cluster brings Ray in
+
+        return ray_bundle(path, topology, cluster, watchdog=watchdog, **ray_options)
+    transport = InProcessAgents(path, watchdog=watchdog)
+    clock = next(iter(transport.agents.values())).bundle.clock
+    return AgentBundle(transport, topology, clock, path)
+
+
+__all__ = [
+    "AgentBundle",
+    "InProcessAgents",
+    "InstrumentProxy",
+    "ProxyParameter",
+    "Reply",
+    "Site",
+    "SiteAgent",
+    "SiteRestarted",
+    "calibrate_resuming",
+    "load_agents",
+    "sites_of",
+]
