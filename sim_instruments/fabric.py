@@ -18,7 +18,7 @@ not the data center's, so it is taken as done here.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -29,6 +29,7 @@ from .models.link_swap import dephase
 from .physics import constants as k_
 from .physics.heralding import (
     HeraldSetup,
+    NodeOptics,
     analytic_fidelity,
     bell_state,
     false_state,
@@ -83,6 +84,7 @@ class SimFabric:
         self.reconfig_s = self.switch.reconfig_s
         self._truth: list[tuple[int, np.ndarray, np.ndarray, float]] = []  # (first id, rho+, rho-)
         self._next_pair = 0
+        self._optics: dict[tuple[str, str, int], NodeOptics] = {}
         operating_point(lab, lab.sync())
 
     @classmethod
@@ -111,42 +113,79 @@ class SimFabric:
     def unpatch(self, nodes: list[str]) -> None:
         self.switch.disconnect([self.switch.node_ports[n] for n in nodes])
 
-    def patch_transmission(self, node: str) -> float:
-        """What a per-patch loss calibration measures now (the QNU photodiode behind the
-        station input): the node's light that arrives, 0 for a dark or stuck patch."""
-        return self.switch.patch_transmission(self.switch.node_ports[node], self.lab.sync())
+    def patch_transmission(self, node: str, at: float | None = None) -> float:
+        """What the switch's port power monitor reads behind ``node``'s patch at lab time
+        ``at`` (default now): the share of the node's light that passes, 0 for a dark or
+        stuck patch (a per-patch loss calibration)."""
+        t = self.lab.sync() if at is None else at
+        return self.switch.patch_transmission(self.switch.node_ports[node], t)
 
     # --- links ---------------------------------------------------------------------------------
-    def _setup(self, a: str, b: str, station: str, t: float) -> HeraldSetup:
+    def _setup(self, a: str, b: str, station: str, t: float, alpha: float) -> HeraldSetup:
         link = self.lab.switched_link(a, b, station, self.switch_name)
         if link.phase_set_rad == 0.0:
             link.phase_set_rad = link.phase_true(t)  # the link's phase calibration
+        for node in (link.node_a, link.node_b):
+            node.alpha = alpha
         return link.herald_setup(self.lab.engines[a], t)
 
-    def estimate(self, a: str, b: str, station: str) -> dict[str, float]:
-        """A link calibration: heralded fidelity, herald rate and memory T2s, from the link model
-        at the present (patched) operating point."""
-        s = self._setup(a, b, station, self.lab.sync())
-        p = probabilities(s)
-        return {"fidelity": analytic_fidelity(s), "rate_hz": p.total / s.attempt_period_s,
-                "t2_s": 1.0 / (1 / s.a.t2_s + 1 / s.b.t2_s), "attempt_s": s.attempt_period_s}
+    def _patch_optics(self, node: str, peer: str, station: str, i: int, t: float) -> NodeOptics:
+        """A per-patch calibration, kept: ``node``'s optics through input ``i`` of
+        ``station`` (its patch loss, fiber, detectors and window), measured with the patch made
+        and settled. The switch is left as it was."""
+        key = (node, station, i)
+        hit = self._optics.get(key)
+        if hit is not None:
+            return hit
+        sw = self.switch
+        saved = dict(sw.patches), dict(sw.dark_until), sw.stuck
+        ingress, egress = sw.node_ports[node], sw.station_ports[station][i]
+        sw.patches = {k: v for k, v in sw.patches.items() if v != egress}
+        sw.patches[ingress] = egress
+        sw.dark_until.pop(ingress, None)
+        sw.stuck = set()  # the calibration measured the patch while it worked
+        try:
+            link = self.lab.switched_link(*sorted((node, peer)), station, self.switch_name)
+            hit = self._optics[key] = link.optics(self.lab.nodes[node], t)
+        finally:
+            sw.patches, sw.dark_until, sw.stuck = saved
+        return hit
 
-    def generate(self, a: str, b: str, station: str, n: int, t_start: float,
-                 t_stop: float) -> Batch:
+    def estimate(self, a: str, b: str, station: str, inputs: tuple[int, int] = (0, 1),
+                 alpha: float = k_.ALPHA_DEFAULT) -> dict[str, float]:
+        """A link calibration: the link model at the operating point with ``a`` and ``b``
+        patched to ``station``'s ``inputs`` (their calibrated patch optics), the link's phase
+        calibrated and bright-state population ``alpha``: heralded fidelity and herald rate."""
+        t = self.lab.now()
+        oa = replace(self._patch_optics(a, b, station, inputs[0], t), alpha=alpha)
+        ob = replace(self._patch_optics(b, a, station, inputs[1], t), alpha=alpha)
+        link = self.lab.switched_link(a, b, station, self.switch_name)
+        engine = self.lab.engines[a]
+        swap_s = max(link.node_a.swap_duration_s, link.node_b.swap_duration_s)
+        profile = self.lab.profile
+        s = HeraldSetup(protocol=engine.protocol, a=oa, b=ob,
+                        dark_click=link.station.dark_click_probability(),
+                        visibility=profile.visibility, phase_error_rad=0.0,
+                        phase_noise_rad=profile.phase_noise_rad,
+                        attempt_period_s=link.attempt_period_s(engine, swap_s),
+                        wait_s=link.round_trip_s())
+        p = probabilities(s)
+        return {"fidelity": analytic_fidelity(s), "rate_hz": p.total / s.attempt_period_s}
+
+    def generate(self, a: str, b: str, station: str, n: int, t_start: float, t_stop: float,
+                 alpha: float = k_.ALPHA_DEFAULT) -> Batch:
         """Up to ``n`` heralds on the link from ``t_start``, none after ``t_stop`` (statistics
         sampled from the world at ``t_start``, as a QNU link request does)."""
-        s = self._setup(a, b, station, t_start)
+        s = self._setup(a, b, station, t_start, alpha)
         rng = self.lab.rng("fabric", a, b, station, f"{t_start:.9f}")
         rec = sample_heralds(s, n, rng, t_start, t_stop)
-        sign = rec.sign.astype(int)
         first = self._next_pair
         self._next_pair += rec.times_s.size
         p = probabilities(s)
         rho = [(1 - p.false_fraction) * true_state(s, sg) + p.false_fraction * false_state(s)
                for sg in (+1, -1)]
-        t2 = (s.a.t2_s, s.b.t2_s)
-        self._truth.append((first, rho[0], rho[1], 1 / (1 / t2[0] + 1 / t2[1])))
-        return Batch(f"{a}~{b}@{station}", rec.times_s, sign, first)
+        self._truth.append((first, rho[0], rho[1], 1 / (1 / s.a.t2_s + 1 / s.b.t2_s)))
+        return Batch(f"{a}~{b}@{station}", rec.times_s, rec.sign.astype(int), first)
 
     def true_fidelity(self, pair_id: int, sign: int, storage_s: float) -> float:
         """Hidden truth: fidelity of pair ``pair_id`` to its heralded Bell state after
@@ -158,3 +197,35 @@ class SimFabric:
         decay = math.exp(-storage_s / t2) if storage_s > 0 else 1.0
         rho = dephase(rho, (math.sqrt(decay), math.sqrt(decay)))
         return fidelity(rho, bell_state(sign))
+
+
+NAMES = ("alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy",
+         "mallory", "niaj", "olivia", "peggy", "rupert", "sybil")
+
+
+def dc_config(k: int, m: int, *, ports: int | None = None, seed: int = 14,
+              profile: str = "target-2030", name: str | None = None) -> dict[str, Any]:
+    """The ``x-lab`` of a data center: ``k`` QPU nodes (alice, bob, ... up to 16, else qpu01 ..),
+    ``m`` heralding stations (h1 ..) and one switch ``oxc`` of ``ports`` ports (default: the
+    smallest even size with an ingress port per node and two egress ports per station, at
+    least 16); node i on ingress port i, station j's inputs on egress ports N+2j-1, N+2j."""
+    if not 2 <= k <= 64:
+        raise ValueError(f"k={k} QPUs: a data center has 2..64")
+    if not 1 <= m <= 32:
+        raise ValueError(f"m={m} heralding stations: 1..32 allowed")
+    need = max(k, 2 * m, 8)
+    n = need if ports is None else ports // 2
+    if n < need:
+        raise ValueError(f"ports={ports}: {k} QPUs and {m} stations need at least {2 * need}")
+    nodes = list(NAMES[:k]) if k <= len(NAMES) else [f"qpu{i + 1:02d}" for i in range(k)]
+    stations = [f"h{j + 1}" for j in range(m)]
+    return {
+        "name": name or f"sim_dc_{k}_{m}", "profile": profile, "seed": seed,
+        "nodes": nodes, "stations": stations,
+        "switches": {"oxc": {
+            "ports": 2 * n, "loss_db": 1.0, "crosstalk_db": -50.0, "reconfig_s": 0.025,
+            "fiber_km": 0.05,
+            "nodes": {node: i + 1 for i, node in enumerate(nodes)},
+            "stations": {s: [n + 2 * j + 1, n + 2 * j + 2] for j, s in enumerate(stations)},
+        }},
+    }

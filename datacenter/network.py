@@ -1,0 +1,277 @@
+"""The data center's network layer: requests in, switch patches and link generation out.
+
+:class:`DataCenter` takes link-layer requests (:class:`~.messages.Create`), answers each with an
+ACK or an ERR, and, in lab time, lets its scheduler decide which request each heralding station
+serves; it patches the two QPUs' QNUs to that station through the optical switch (the paths are
+dark for the reconfiguration time), checks that light passes the new patches (a stuck port is
+detected here and the patch is never used again: the request is served elsewhere), generates
+pairs on the link and delivers those whose estimated fidelity meets the request as OKs.
+
+It drives a *fabric* (duck-typed; the simulated one is ``qnetlab.sim_instruments.fabric.
+SimFabric``): ``nodes``, ``stations``, ``clock``, ``reconfig_s``, ``patch([(node, station,
+input)]) -> lit at``, ``patch_transmission(node, at)``, ``estimate(a, b, station, inputs,
+alpha) -> {fidelity, rate_hz}`` and ``generate(a, b, station, n, t_start, t_stop, alpha) ->
+batch`` with ``times_s``, ``sign`` and ``first_id``. The network layer never sees the hidden truth.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .messages import BASES, Ack, Create, Err, ErrorCode, Ok, Outcome
+from .scheduler import Assignment, Job, Option, Scheduler, View
+
+#: bright-state populations the link layer may choose (lower: higher fidelity, lower rate)
+ALPHAS = (0.2, 0.1, 0.05, 0.03)
+LIT = 0.05  # a patch passing less than this share of the light is broken (about 13 dB)
+
+
+@dataclass(frozen=True)
+class Service:
+    """One station serving one request from ``t_start`` (patch made) to ``t_end``."""
+
+    station: str
+    create_id: int
+    a: str
+    b: str
+    t_start: float
+    t_lit: float
+    t_end: float
+    priority: int
+    pairs: int
+    reconfigured: bool
+
+
+@dataclass
+class DecisionLog:
+    """What the scheduler decided, and what it cost in wall time."""
+
+    decisions: list[tuple[float, str, int | None]] = field(default_factory=list)
+    services: list[Service] = field(default_factory=list)
+    faults: list[tuple[float, str, str]] = field(default_factory=list)  # (t, station, detail)
+    wall_s: float = 0.0
+    count: int = 0
+
+    @property
+    def ms_per_decision(self) -> float:
+        return 1e3 * self.wall_s / self.count if self.count else 0.0
+
+
+class DataCenter:
+    """Link layer and network layer of a switched data center on one fabric."""
+
+    def __init__(self, fabric: Any, scheduler: Scheduler, *, margin: float = 0.01,
+                 alphas: tuple[float, ...] = ALPHAS) -> None:
+        self.fabric = fabric
+        self.scheduler = scheduler
+        self.clock = fabric.clock
+        self.margin = margin
+        self.alphas = alphas
+        self.outcomes: dict[int, Outcome] = {}
+        self.log = DecisionLog()
+        self._jobs: dict[int, Job] = {}
+        self._arrivals: list[tuple[float, int, Create]] = []
+        self._ids = itertools.count(1)
+        self._pair_ids = itertools.count(0)
+        self._node_busy: dict[str, float] = {n: -math.inf for n in fabric.nodes}
+        self._station_free: dict[str, float] = {s: -math.inf for s in fabric.stations}
+        self._patched: dict[str, tuple[str, str] | None] = {s: None for s in fabric.stations}
+        self._bad: set[tuple[str, str, int]] = set()  # (node, station, input) found dark
+        self._estimates: dict[tuple[str, str, str, tuple[int, int], float], dict[str, float]] = {}
+        self._best: dict[tuple[str, str], float] = {}
+        self._view = View(node_free=lambda n, t: self._node_busy[n] <= t,
+                          patched=lambda s: self._patched[s], option=self.option,
+                          reconfig_s=fabric.reconfig_s)
+
+    # --- calibration -------------------------------------------------------------------------
+    def estimate(self, a: str, b: str, station: str, inputs: tuple[int, int],
+                 alpha: float) -> dict[str, float]:
+        """The calibrated link model's expectation (cached; :meth:`recalibrate` clears it)."""
+        key = (a, b, station, inputs, alpha)
+        hit = self._estimates.get(key)
+        if hit is None:
+            hit = self._estimates[key] = self.fabric.estimate(a, b, station, inputs, alpha)
+        return hit
+
+    def calibrate(self) -> int:
+        """Calibrate every link the switch can make (every pair of QPUs at every station,
+        both input assignments, every bright-state population); returns how many."""
+        nodes = sorted(self.fabric.nodes)
+        for i, a in enumerate(nodes):
+            for b in nodes[i + 1:]:
+                self.best_fidelity(a, b)
+        return len(self._estimates)
+
+    def recalibrate(self) -> None:
+        """Forget every link calibration (the next use measures again)."""
+        self._estimates.clear()
+        self._best.clear()
+
+    def option(self, job: Job, station: str) -> Option | None:
+        """The fastest way ``station`` can serve ``job`` at its fidelity, or None."""
+        for inputs in ((0, 1), (1, 0)):
+            if (job.a, station, inputs[0]) in self._bad or (job.b, station, inputs[1]) in self._bad:
+                continue
+            for alpha in self.alphas:
+                est = self.estimate(job.a, job.b, station, inputs, alpha)
+                if est["fidelity"] >= job.min_fidelity + self.margin:
+                    return Option(station, inputs, alpha, est["fidelity"], est["rate_hz"])
+        return None
+
+    def best_fidelity(self, a: str, b: str) -> float:
+        """The highest fidelity any station's healthy patches can give ``a``-``b``."""
+        a, b = sorted((a, b))
+        hit = self._best.get((a, b))
+        if hit is not None:
+            return hit
+        best = 0.0
+        for station in self.fabric.stations:
+            for inputs in ((0, 1), (1, 0)):
+                if (a, station, inputs[0]) in self._bad or (b, station, inputs[1]) in self._bad:
+                    continue
+                for alpha in self.alphas:
+                    best = max(best, self.estimate(a, b, station, inputs, alpha)["fidelity"])
+        self._best[(a, b)] = best
+        return best
+
+    # --- the link-layer API ------------------------------------------------------------------
+    def submit(self, create: Create, at: float | None = None) -> Ack | Err | None:
+        """Submit now (returns the ACK or ERR) or at lab time ``at`` (queued; None)."""
+        now = self.clock.now()
+        if at is not None and at > now:
+            heapq.heappush(self._arrivals, (at, next(self._ids), create))
+            return None
+        return self._accept(create, next(self._ids), now)
+
+    def _accept(self, create: Create, cid: int, t: float) -> Ack | Err:
+        reply = self._check(create, cid, t)
+        self.outcomes[cid] = Outcome(create, reply, t_submit=t)
+        if isinstance(reply, Ack):
+            self._jobs[cid] = Job(cid, create.origin, create.remote, create.pairs,
+                                  create.min_fidelity, t + create.max_time_s, create.priority, t)
+        else:
+            self.outcomes[cid].t_done = t
+        return reply
+
+    def _check(self, c: Create, cid: int, t: float) -> Ack | Err:
+        nodes = self.fabric.nodes
+        for role, node in (("origin", c.origin), ("remote", c.remote)):
+            if node not in nodes:
+                return Err(cid, ErrorCode.UNSUPP, f"{role}={node!r} is not a QPU here "
+                           f"({', '.join(nodes)})", t)
+        if c.origin == c.remote:
+            return Err(cid, ErrorCode.UNSUPP, f"origin and remote are both {c.origin!r}", t)
+        bad = [b for b in c.bases if b.upper() not in BASES]
+        if bad:
+            return Err(cid, ErrorCode.UNSUPP, f"basis {bad[0]!r} not one of {', '.join(BASES)}", t)
+        best = self.best_fidelity(c.origin, c.remote)
+        if best < c.min_fidelity + self.margin:
+            return Err(cid, ErrorCode.REJECTED, f"min_fidelity={c.min_fidelity} above the best "
+                       f"calibrated {c.origin}-{c.remote} link ({best:.3f}, margin {self.margin})",
+                       t)
+        return Ack(cid, t)
+
+    # --- running in lab time -------------------------------------------------------------------
+    def run(self, until: float) -> None:
+        """Serve requests until lab time ``until`` (services already begun run to their end)."""
+        wake = {s: -math.inf for s in self.fabric.stations}
+        while True:
+            t = self.clock.now()
+            changed = bool(self._arrivals) and self._arrivals[0][0] <= t
+            while self._arrivals and self._arrivals[0][0] <= t:
+                _, cid, create = heapq.heappop(self._arrivals)
+                self._accept(create, cid, t)
+            changed |= t in self._station_free.values()  # a service ended: nodes are free
+            self._end_overdue(t)
+            for station in self.fabric.stations:
+                if self._station_free[station] <= t and (changed or wake[station] <= t):
+                    wake[station] = self._decide(station, t)
+            nxt = min([v for v in self._station_free.values() if v > t]
+                      + [v for v in wake.values() if v > t]
+                      + [a[0] for a in self._arrivals[:1]]
+                      + [j.deadline for j in self._jobs.values() if not j.active]
+                      + [math.inf])
+            if nxt > until:
+                self._drain(until)
+                return
+            self.clock.advance(nxt - t)
+
+    def _drain(self, until: float) -> None:
+        """Advance to ``until`` and past the end of every service already begun."""
+        end = max([until, *self._station_free.values()])
+        now = self.clock.now()
+        if end > now:
+            self.clock.advance(end - now)
+        self._end_overdue(self.clock.now())
+
+    def _end_overdue(self, t: float) -> None:
+        for cid, job in list(self._jobs.items()):
+            if job.deadline <= t and not job.active:
+                code = ErrorCode.TIMEOUT if job.served else ErrorCode.EXPIRE
+                got = len(self.outcomes[cid].oks)
+                self._finish(cid, Err(cid, code, f"max_time passed with {got} of "
+                                      f"{self.outcomes[cid].create.pairs} pairs", job.deadline))
+
+    def _finish(self, cid: int, error: Err | None) -> None:
+        job = self._jobs.pop(cid)
+        outcome = self.outcomes[cid]
+        outcome.error = error
+        outcome.t_done = error.t if error else (outcome.oks[-1].time_of_goodness
+                                                if outcome.oks else job.deadline)
+
+    def _decide(self, station: str, t: float) -> float:
+        jobs = list(self._jobs.values())
+        start = time.perf_counter()
+        choice = self.scheduler.choose(t, station, jobs, self._view)
+        self.log.wall_s += time.perf_counter() - start
+        self.log.count += 1
+        if not isinstance(choice, Assignment):
+            self.log.decisions.append((t, station, None))
+            return choice
+        self.log.decisions.append((t, station, choice.job.create_id))
+        self._serve(station, choice, t)
+        return -math.inf
+
+    def _serve(self, station: str, asg: Assignment, t: float) -> None:
+        job, opt = asg.job, asg.option
+        same = self._patched[station] is not None and set(self._patched[station]) == {job.a,
+                                                                                     job.b}
+        for other, pair in self._patched.items():  # the nodes leave any other station
+            if other != station and pair and {job.a, job.b} & set(pair):
+                self._patched[other] = None
+        lit = self.fabric.patch([(job.a, station, opt.inputs[0]), (job.b, station, opt.inputs[1])])
+        self._patched[station] = (job.a, job.b)
+        dark = [(n, i) for n, i in ((job.a, opt.inputs[0]), (job.b, opt.inputs[1]))
+                if self.fabric.patch_transmission(n, lit) < LIT]
+        if dark:  # a stuck port: never use that patch again; the request goes elsewhere
+            self._best.clear()
+            for node, inp in dark:
+                self._bad.add((node, station, inp))
+                self.log.faults.append((t, station, f"no light {node} -> {station} input {inp}"))
+            self._station_free[station] = lit
+            self._patched[station] = None
+            return
+        job.active = job.served = True
+        batch = self.fabric.generate(job.a, job.b, station, job.pairs_left, lit, asg.until,
+                                     opt.alpha)
+        outcome = self.outcomes[job.create_id]
+        for k, (th, sign) in enumerate(zip(batch.times_s, batch.sign, strict=True)):
+            outcome.oks.append(Ok(job.create_id, int(batch.first_id + k), len(outcome.oks),
+                                  opt.fidelity, float(th), "Psi+" if sign > 0 else "Psi-",
+                                  station, outcome.create.purpose_id))
+        job.pairs_left -= len(batch.times_s)
+        done = job.pairs_left == 0
+        end = float(batch.times_s[-1]) if done else asg.until
+        for node in (job.a, job.b):
+            self._node_busy[node] = end
+        self._station_free[station] = end
+        self.log.services.append(Service(station, job.create_id, job.a, job.b, t, lit, end,
+                                         job.priority, len(batch.times_s), not same))
+        job.active = False
+        if done:
+            self._finish(job.create_id, None)
