@@ -16,14 +16,14 @@ layer answers at once with an :class:`Ack` (the create id) or an :class:`Err`, t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 BASES = ("X", "Y", "Z")
 MAX_PAIRS = 1_000_000
 MAX_TIME_S = 7 * 86400.0
 
 
-class ErrorCode(str, Enum):
+class ErrorCode(StrEnum):
     UNSUPP = "UNSUPP"
     REJECTED = "REJECTED"
     TIMEOUT = "TIMEOUT"

@@ -23,6 +23,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from .messages import BASES, Ack, Create, Err, ErrorCode, Ok, Outcome
 from .scheduler import Assignment, Job, Option, Scheduler, View
 
@@ -260,10 +262,18 @@ class DataCenter:
         batch = self.fabric.generate(job.a, job.b, station, job.pairs_left, lit, asg.until,
                                      opt.alpha)
         outcome = self.outcomes[job.create_id]
+        n = len(batch.times_s)
+        bases, out_a, out_b = [""] * n, [0] * n, [0] * n
+        if outcome.create.kind == "M" and n:
+            rng = np.random.default_rng([job.create_id, len(outcome.oks)])
+            choice = outcome.create.bases
+            bases = [choice[i].upper() for i in rng.integers(0, len(choice), size=n)]
+            out_a, out_b = self.fabric.measure(batch, bases, f"{job.create_id}:{len(outcome.oks)}")
         for k, (th, sign) in enumerate(zip(batch.times_s, batch.sign, strict=True)):
             outcome.oks.append(Ok(job.create_id, int(batch.first_id + k), len(outcome.oks),
                                   opt.fidelity, float(th), "Psi+" if sign > 0 else "Psi-",
-                                  station, outcome.create.purpose_id))
+                                  station, outcome.create.purpose_id, bases[k], int(out_a[k]),
+                                  int(out_b[k])))
         job.pairs_left -= len(batch.times_s)
         done = job.pairs_left == 0
         end = float(batch.times_s[-1]) if done else asg.until

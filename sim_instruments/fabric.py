@@ -31,11 +31,13 @@ from .physics.heralding import (
     HeraldSetup,
     NodeOptics,
     analytic_fidelity,
+    basis_vector,
     bell_state,
     false_state,
     fidelity,
     probabilities,
     sample_heralds,
+    sample_outcomes,
     true_state,
 )
 from .physics.world import Lab
@@ -186,6 +188,17 @@ class SimFabric:
                for sg in (+1, -1)]
         self._truth.append((first, rho[0], rho[1], 1 / (1 / s.a.t2_s + 1 / s.b.t2_s)))
         return Batch(f"{a}~{b}@{station}", rec.times_s, rec.sign.astype(int), first)
+
+    def measure(self, batch: Batch, bases: list[str], rng_name: str) -> tuple[np.ndarray,
+                                                                              np.ndarray]:
+        """Type M: both qubits of each pair of ``batch`` measured at its herald in the pair's
+        basis (``bases``, one per pair, the same at both ends); outcomes +1/-1 drawn from the
+        pair's heralded state."""
+        i = int(np.searchsorted([t[0] for t in self._truth], batch.first_id, side="right")) - 1
+        _, rho_p, rho_m, _ = self._truth[i]
+        dirs = np.array([basis_vector(b) for b in bases]).reshape(-1, 3)
+        index = (np.asarray(batch.sign) < 0).astype(int)
+        return sample_outcomes([rho_p, rho_m], index, dirs, dirs, self.lab.rng("fabric", rng_name))
 
     def true_fidelity(self, pair_id: int, sign: int, storage_s: float) -> float:
         """Hidden truth: fidelity of pair ``pair_id`` to its heralded Bell state after
