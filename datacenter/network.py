@@ -94,6 +94,8 @@ class DataCenter:
     def estimate(self, a: str, b: str, station: str, inputs: tuple[int, int],
                  alpha: float) -> dict[str, float]:
         """The calibrated link model's expectation (cached; :meth:`recalibrate` clears it)."""
+        if b < a:  # one calibration per link, whichever end asks
+            a, b, inputs = b, a, (inputs[1], inputs[0])
         key = (a, b, station, inputs, alpha)
         hit = self._estimates.get(key)
         if hit is None:
@@ -269,11 +271,14 @@ class DataCenter:
             choice = outcome.create.bases
             bases = [choice[i].upper() for i in rng.integers(0, len(choice), size=n)]
             out_a, out_b = self.fabric.measure(batch, bases, f"{job.create_id}:{len(outcome.oks)}")
-        for k, (th, sign) in enumerate(zip(batch.times_s, batch.sign, strict=True)):
-            outcome.oks.append(Ok(job.create_id, int(batch.first_id + k), len(outcome.oks),
-                                  opt.fidelity, float(th), "Psi+" if sign > 0 else "Psi-",
-                                  station, outcome.create.purpose_id, bases[k], int(out_a[k]),
-                                  int(out_b[k])))
+        seq0, cid, purpose, good = len(outcome.oks), job.create_id, outcome.create.purpose_id, \
+            opt.fidelity
+        outcome.oks.extend(
+            Ok(cid, pid, seq0 + k, good, th, "Psi+" if sign > 0 else "Psi-", station, purpose,
+               bases[k], int(out_a[k]), int(out_b[k]))
+            for k, (pid, th, sign) in enumerate(zip(
+                range(batch.first_id, batch.first_id + n), batch.times_s.tolist(),
+                batch.sign.tolist(), strict=True)))
         job.pairs_left -= len(batch.times_s)
         done = job.pairs_left == 0
         end = float(batch.times_s[-1]) if done else asg.until

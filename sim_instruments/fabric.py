@@ -43,6 +43,7 @@ from .physics.heralding import (
 from .physics.world import Lab
 
 PUMP_DBM = 0.0
+SYNC_S = 1.0  # lab seconds between syncs of the slow physics (fridges)
 
 
 @dataclass(frozen=True)
@@ -84,9 +85,11 @@ class SimFabric:
         self.nodes = sorted(self.switch.node_ports)
         self.stations = sorted(self.switch.station_ports)
         self.reconfig_s = self.switch.reconfig_s
-        self._truth: list[tuple[int, np.ndarray, np.ndarray, float]] = []  # (first id, rho+, rho-)
+        self._truth: list[tuple[int, HeraldSetup]] = []  # (first pair id, setup of its batch)
         self._next_pair = 0
         self._optics: dict[tuple[str, str, int], NodeOptics] = {}
+        self._synced = -math.inf
+        self._rng = lab.rng("fabric", self.switch_name)  # one stream: the runs are seeded
         operating_point(lab, lab.sync())
 
     @classmethod
@@ -94,9 +97,17 @@ class SimFabric:
         return cls(Lab(config, seed=seed))
 
     # --- the switch ----------------------------------------------------------------------------
+    def _now(self) -> float:
+        """Lab time; the slow physics (fridges) is brought up to it at most every
+        ``SYNC_S`` of lab time (the pump loads of a running data center hardly change)."""
+        t = self.clock.now()
+        if t - self._synced >= SYNC_S:
+            self._synced = self.lab.sync()
+        return t
+
     def patch(self, pairs: list[tuple[str, str, int]]) -> float:
         """Patch each ``(node, station, input)``; returns the lab time the paths light up."""
-        t = self.lab.sync()
+        t = self._now()
         sw = self.switch
         want = {sw.node_ports[n]: sw.station_ports[s][i] for n, s, i in pairs}
         for ingress, egress in list(sw.patches.items()):
@@ -119,7 +130,7 @@ class SimFabric:
         """What the switch's port power monitor reads behind ``node``'s patch at lab time
         ``at`` (default now): the share of the node's light that passes, 0 for a dark or
         stuck patch (a per-patch loss calibration)."""
-        t = self.lab.sync() if at is None else at
+        t = self._now() if at is None else at
         return self.switch.patch_transmission(self.switch.node_ports[node], t)
 
     # --- links ---------------------------------------------------------------------------------
@@ -158,7 +169,7 @@ class SimFabric:
         """A link calibration: the link model at the operating point with ``a`` and ``b``
         patched to ``station``'s ``inputs`` (their calibrated patch optics), the link's phase
         calibrated and bright-state population ``alpha``: heralded fidelity and herald rate."""
-        t = self.lab.now()
+        t = self._now()
         oa = replace(self._patch_optics(a, b, station, inputs[0], t), alpha=alpha)
         ob = replace(self._patch_optics(b, a, station, inputs[1], t), alpha=alpha)
         link = self.lab.switched_link(a, b, station, self.switch_name)
@@ -179,33 +190,38 @@ class SimFabric:
         """Up to ``n`` heralds on the link from ``t_start``, none after ``t_stop`` (statistics
         sampled from the world at ``t_start``, as a QNU link request does)."""
         s = self._setup(a, b, station, t_start, alpha)
-        rng = self.lab.rng("fabric", a, b, station, f"{t_start:.9f}")
-        rec = sample_heralds(s, n, rng, t_start, t_stop)
+        rec = sample_heralds(s, n, self._rng, t_start, t_stop)
         first = self._next_pair
         self._next_pair += rec.times_s.size
+        self._truth.append((first, s))
+        return Batch(f"{a}~{b}@{station}", rec.times_s, rec.sign.astype(int), first)
+
+    def _states(self, pair_id: int) -> tuple[np.ndarray, np.ndarray, float]:
+        """(heralded state for Psi+, for Psi-, combined memory T2) of the batch holding
+        ``pair_id``: true and false heralds mixed, from the setup sampled at its start."""
+        i = int(np.searchsorted([t[0] for t in self._truth], pair_id, side="right")) - 1
+        s = self._truth[i][1]
         p = probabilities(s)
         rho = [(1 - p.false_fraction) * true_state(s, sg) + p.false_fraction * false_state(s)
                for sg in (+1, -1)]
-        self._truth.append((first, rho[0], rho[1], 1 / (1 / s.a.t2_s + 1 / s.b.t2_s)))
-        return Batch(f"{a}~{b}@{station}", rec.times_s, rec.sign.astype(int), first)
+        return rho[0], rho[1], 1 / (1 / s.a.t2_s + 1 / s.b.t2_s)
 
     def measure(self, batch: Batch, bases: list[str], rng_name: str) -> tuple[np.ndarray,
                                                                               np.ndarray]:
         """Type M: both qubits of each pair of ``batch`` measured at its herald in the pair's
         basis (``bases``, one per pair, the same at both ends); outcomes +1/-1 drawn from the
         pair's heralded state."""
-        i = int(np.searchsorted([t[0] for t in self._truth], batch.first_id, side="right")) - 1
-        _, rho_p, rho_m, _ = self._truth[i]
+        rho_p, rho_m, _ = self._states(batch.first_id)
         dirs = np.array([basis_vector(b) for b in bases]).reshape(-1, 3)
         index = (np.asarray(batch.sign) < 0).astype(int)
         return sample_outcomes([rho_p, rho_m], index, dirs, dirs, self.lab.rng("fabric", rng_name))
+
 
     def true_fidelity(self, pair_id: int, sign: int, storage_s: float) -> float:
         """Hidden truth: fidelity of pair ``pair_id`` to its heralded Bell state after
         ``storage_s`` in memory (its heralded state: true and false heralds mixed, as no herald
         tells them apart, from the world's true parameters at its herald)."""
-        i = int(np.searchsorted([t[0] for t in self._truth], pair_id, side="right")) - 1
-        _, rho_p, rho_m, t2 = self._truth[i]
+        rho_p, rho_m, t2 = self._states(pair_id)
         rho = rho_p if sign > 0 else rho_m
         decay = math.exp(-storage_s / t2) if storage_s > 0 else 1.0
         rho = dephase(rho, (math.sqrt(decay), math.sqrt(decay)))
