@@ -84,6 +84,7 @@ class DataCenter:
         self._station_free: dict[str, float] = {s: -math.inf for s in fabric.stations}
         self._patched: dict[str, tuple[str, str] | None] = {s: None for s in fabric.stations}
         self._bad: set[tuple[str, str, int]] = set()  # (node, station, input) found dark
+        self.patch_loss_db: dict[tuple[str, str, int], float] = {}
         self._estimates: dict[tuple[str, str, str, tuple[int, int], float], dict[str, float]] = {}
         self._best: dict[tuple[str, str], float] = {}
         self._view = View(node_free=lambda n, t: self._node_busy[n] <= t,
@@ -101,6 +102,37 @@ class DataCenter:
         if hit is None:
             hit = self._estimates[key] = self.fabric.estimate(a, b, station, inputs, alpha)
         return hit
+
+    def calibrate_switch(self) -> dict[tuple[str, str, int], float]:
+        """The switch's per-patch loss calibration: every QPU patched to every station input
+        in rounds of one-to-one patches, each read on the port power monitor once it has
+        settled (the rounds cost their reconfiguration time in lab time). Returns the loss in
+        dB of each ``(node, station, input)`` patch; a patch passing less than ``LIT`` of the
+        light is marked dead and never used (inf dB)."""
+        inputs = [(s, i) for s in self.fabric.stations for i in (0, 1)]
+        nodes = list(self.fabric.nodes)
+        losses: dict[tuple[str, str, int], float] = {}
+        width = len(inputs)
+        for shift in range(width):  # each QPU meets each input once, one-to-one per round
+            for start in range(0, len(nodes), width):
+                group = nodes[start:start + width]
+                plan = [(n, *inputs[(k + shift) % len(inputs)]) for k, n in enumerate(group)]
+                lit = self.fabric.patch(plan)
+                now = self.clock.now()
+                if lit > now:
+                    self.clock.advance(lit - now)
+                for node, station, i in plan:
+                    through = self.fabric.patch_transmission(node)
+                    losses[(node, station, i)] = (-10 * math.log10(through) if through > 0
+                                                  else math.inf)
+                    if through < LIT:
+                        self._bad.add((node, station, i))
+                        self.log.faults.append((self.clock.now(), station,
+                                                f"no light {node} -> {station} input {i}"))
+        self._patched = {s: None for s in self.fabric.stations}
+        self._best.clear()
+        self.patch_loss_db = losses
+        return losses
 
     def calibrate(self) -> int:
         """Calibrate every link the switch can make (every pair of QPUs at every station,

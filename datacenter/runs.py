@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from .messages import Err, Outcome
+from .network import Service
 
 
 def outcome_metadata(outcome: Outcome) -> dict[str, Any]:
@@ -30,8 +31,10 @@ def outcome_metadata(outcome: Outcome) -> dict[str, Any]:
 
 
 def record(store: Any, outcome: Outcome, stations: list[str], *, clock: Any = None,
-           metadata: dict[str, Any] | None = None) -> Any:
-    """Write ``outcome`` as one run of ``store``; returns the closed run."""
+           metadata: dict[str, Any] | None = None, services: list[Service] = ()) -> Any:
+    """Write ``outcome`` as one run of ``store``; returns the closed run. ``services``: the
+    scheduler's log; those of this request become the run's ``served`` events (station, patch
+    made, light, end, whether the switch was reconfigured)."""
     meta = {"datacenter": outcome_metadata(outcome), **(metadata or {})}
     run = store.run("dc_request", clock=clock, metadata=meta)
     run.stream("ok", pair_id="i8", sequence="i8", goodness="f8", time_s="f8", bell="i1",
@@ -47,6 +50,12 @@ def record(store: Any, outcome: Outcome, stations: list[str], *, clock: Any = No
                 time_s=np.array([o.time_of_goodness for o in oks]),
                 bell=np.array([1 if o.bell_state == "Psi+" else -1 for o in oks], dtype=np.int8),
                 station=np.array([index[o.station] for o in oks], dtype=np.int16))
+        for s in services:
+            if s.create_id == outcome.create_id:
+                run.log_event("served", f"{s.station}: {s.a}-{s.b}, patched at {s.t_start:.6f} s"
+                              f"{' (reconfigured)' if s.reconfigured else ''}, lit "
+                              f"{s.t_lit:.6f} s, {s.pairs} pairs by {s.t_end:.6f} s",
+                              lab_time=s.t_start)
         run.log_event(outcome.status, meta["datacenter"]["error"]["detail"]
                       if meta["datacenter"]["error"] else f"{len(oks)} pairs",
                       lab_time=outcome.t_done)

@@ -11,6 +11,7 @@ REJECTED, UNSUPP, TIMEOUT or EXPIRE, printed as the error line); 2: a usage erro
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import click
@@ -37,7 +38,9 @@ def fabric_for(lab: str, seed: int | None) -> Any:
 
         from qnetlab.sim_instruments.physics.world import Lab
 
-        raw = yaml.safe_load(open(resolve_lab_path(lab)).read()) or {}
+        spec = f"qnetlab.sim_instruments.labs:{lab}.yaml" if re.fullmatch(r"\w+", lab) else lab
+        with open(resolve_lab_path(spec)) as f:
+            raw = yaml.safe_load(f) or {}
         config = raw.get("x-lab") or {}
         if not config.get("switches"):
             raise ValueError(f"lab {lab}: no optical switch (x-lab: switches)")
@@ -67,10 +70,12 @@ def _bases(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[st
 @click.option("--lab", default=DEFAULT_LAB, show_default=True,
               help="dc:K,M (K QPUs, M heralding stations) or a lab file with a switch.")
 @click.option("--seed", type=int, default=None, help="Seed of the simulated world.")
+@click.option("--timeline", type=click.Path(dir_okay=False, writable=True, path_type=Path),
+              default=None, help="Write the switch schedule (one row per station) as PNG.")
 @click.pass_obj
 def request(state: Any, origin: str, remote: str, pairs: int, min_fidelity: float,
             max_time: float, priority: int, kind: str, bases: tuple[str, ...], purpose: int,
-            lab: str, seed: int | None) -> None:
+            lab: str, seed: int | None, timeline: Path | None) -> None:
     """Ask the data center for PAIRS entangled pairs between ORIGIN and REMOTE."""
     from qnetlab.datacenter import Ack, Create, DataCenter, DynamicScheduler
     from qnetlab.datacenter.runs import record
@@ -90,9 +95,13 @@ def request(state: Any, origin: str, remote: str, pairs: int, min_fidelity: floa
     store = RunStore(state.data)
     try:
         run = record(store, outcome, list(fabric.stations), clock=dc.clock,
-                     metadata={"lab": lab})
+                     metadata={"lab": lab}, services=dc.log.services)
     finally:
         store.close()
+    if timeline is not None:
+        from qnetlab.datacenter.timeline import timeline as draw
+
+        draw(dc.log, list(fabric.stations)).savefig(timeline, dpi=120)
     oks = outcome.oks
     if oks:
         where = sorted({o.station for o in oks})

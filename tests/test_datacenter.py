@@ -203,3 +203,28 @@ def test_dynamic_serves_more_than_static_and_decides_fast():
         assert isinstance(fig, Figure)
         assert len(fig.axes[0].collections) >= len(dc.log.services)
     assert results["dynamic"] >= 1.5 * results["static"] > 0
+
+
+def test_switch_calibration_measures_every_patch_and_finds_a_stuck_port():
+    fab = fabric(6, 2)
+    fab.switch.stick(fab.switch.station_ports["h2"][1])
+    dc = dynamic(fab)
+    t0 = dc.clock.now()
+    losses = dc.calibrate_switch()
+    assert len(losses) == 6 * 4  # every QPU at every station input
+    for (node, station, i), db in losses.items():
+        port_in = fab.switch.node_ports[node]
+        port_out = fab.switch.station_ports[station][i]
+        if station == "h2" and i == 1:
+            assert db == float("inf")
+        else:  # the true patch loss (crosstalk of the other lit patches: < 0.01 dB)
+            assert db == pytest.approx(fab.switch.patch_loss_db(port_in, port_out), abs=0.01)
+    assert dc.clock.now() - t0 >= 6 * fab.reconfig_s  # the rounds cost lab time
+    found = len(dc.log.faults)
+    assert found == 6  # every QPU saw no light at h2's second input
+    replies = [dc.submit(Create(a, b, pairs=20, min_fidelity=0.7, max_time_s=10))
+               for a, b in (("alice", "bob"), ("carol", "dave"), ("erin", "frank"))]
+    dc.run(dc.clock.now() + 10.0)
+    assert all(dc.outcomes[r.create_id].status == "DONE" for r in replies)
+    assert len(dc.log.faults) == found  # the dead patch was never made again
+    assert {s.station for s in dc.log.services} == {"h1"}  # h2 has one input: no links
