@@ -23,11 +23,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import networkx as nx
 import numpy as np
 
 from .messages import BASES, Ack, Create, Err, ErrorCode, Ok, Outcome
 from .scheduler import Assignment, Job, Option, Scheduler, View
 
+BELL_NAMES = ("Phi+", "Phi-", "Psi+", "Psi-")
 #: bright-state populations the link layer may choose (lower: higher fidelity, lower rate)
 ALPHAS = (0.2, 0.1, 0.05, 0.03)
 LIT = 0.05  # a patch passing less than this share of the light is broken (about 13 dB)
@@ -47,6 +49,18 @@ class Service:
     priority: int
     pairs: int
     reconfigured: bool
+
+
+@dataclass(frozen=True)
+class PathPlan:
+    """Two hops and a swap at ``mid``: each hop ``(a, b, station, inputs, alpha)``; a hop's
+    pair waits at most ``cutoff_s`` for the other's; ``fidelity`` the estimate with no wait."""
+
+    mid: str
+    hop1: tuple[str, str, str, tuple[int, int], float]
+    hop2: tuple[str, str, str, tuple[int, int], float]
+    cutoff_s: float
+    fidelity: float
 
 
 @dataclass
@@ -85,6 +99,8 @@ class DataCenter:
         self._patched: dict[str, tuple[str, str] | None] = {s: None for s in fabric.stations}
         self._bad: set[tuple[str, str, int]] = set()  # (node, station, input) found dark
         self.patch_loss_db: dict[tuple[str, str, int], float] = {}
+        self._plans: dict[int, PathPlan] = {}  # requests served over two hops
+        self._fixed = {k for a, b, s in fabric.links() for k in ((a, b, s), (b, a, s))}
         self._estimates: dict[tuple[str, str, str, tuple[int, int], float], dict[str, float]] = {}
         self._best: dict[tuple[str, str], float] = {}
         self._view = View(node_free=lambda n, t: self._node_busy[n] <= t,
@@ -148,11 +164,19 @@ class DataCenter:
         self._estimates.clear()
         self._best.clear()
 
+    def ways(self, a: str, b: str, station: str) -> list[tuple[int, int]]:
+        """The station inputs ``(a's, b's)`` by which ``a`` and ``b`` can meet at ``station``:
+        a fixed link's, or any two healthy patches of the switch."""
+        if (a, b, station) in self._fixed:
+            return [(0, 1)]
+        if not (self.fabric.can_patch(a, station) and self.fabric.can_patch(b, station)):
+            return []
+        return [(i, j) for i, j in ((0, 1), (1, 0))
+                if (a, station, i) not in self._bad and (b, station, j) not in self._bad]
+
     def option(self, job: Job, station: str) -> Option | None:
         """The fastest way ``station`` can serve ``job`` at its fidelity, or None."""
-        for inputs in ((0, 1), (1, 0)):
-            if (job.a, station, inputs[0]) in self._bad or (job.b, station, inputs[1]) in self._bad:
-                continue
+        for inputs in self.ways(job.a, job.b, station):
             for alpha in self.alphas:
                 est = self.estimate(job.a, job.b, station, inputs, alpha)
                 if est["fidelity"] >= job.min_fidelity + self.margin:
@@ -167,13 +191,57 @@ class DataCenter:
             return hit
         best = 0.0
         for station in self.fabric.stations:
-            for inputs in ((0, 1), (1, 0)):
-                if (a, station, inputs[0]) in self._bad or (b, station, inputs[1]) in self._bad:
-                    continue
+            for inputs in self.ways(a, b, station):
                 for alpha in self.alphas:
                     best = max(best, self.estimate(a, b, station, inputs, alpha)["fidelity"])
         self._best[(a, b)] = best
         return best
+
+    def best_hop(self, a: str, b: str) -> tuple[str, str, str, tuple[int, int], float] | None:
+        """``(a, b, station, inputs, alpha)`` of the truest direct link between a and b."""
+        best, hop = 0.0, None
+        for station in self.fabric.stations:
+            for inputs in self.ways(a, b, station):
+                for alpha in self.alphas:
+                    f = self.estimate(a, b, station, inputs, alpha)["fidelity"]
+                    if f > best:
+                        best, hop = f, (a, b, station, inputs, alpha)
+        return hop
+
+    def plan_path(self, a: str, b: str, min_fidelity: float) -> PathPlan | str:
+        """A two-hop path for ``a``-``b`` through a third QPU that swaps, chosen over the
+        topology (networkx; each direct link costs -log of its calibrated fidelity), with the
+        memory cutoff that keeps the swapped pairs' estimated fidelity at ``min_fidelity``
+        plus the margin; or why there is none."""
+        graph = nx.Graph()
+        nodes = sorted(self.fabric.nodes)
+        for i, x in enumerate(nodes):
+            for y in nodes[i + 1:]:
+                f = self.best_fidelity(x, y)
+                if f > 0.5:  # a link that carries entanglement at all
+                    graph.add_edge(x, y, cost=-math.log(f))
+        try:
+            path = nx.shortest_path(graph, a, b, weight="cost")
+        except (nx.NetworkXNoPath, nx.NodeNotFound):
+            return f"no path from {a} to {b}"
+        if len(path) != 3:
+            return f"the best path {'-'.join(path)} has {len(path) - 1} hops (at most 2 swap)"
+        mid = path[1]
+        hop1, hop2 = self.best_hop(a, mid), self.best_hop(mid, b)
+        assert hop1 is not None and hop2 is not None
+        target = min_fidelity + self.margin
+        fresh = self.fabric.estimate_swap(hop1, hop2, mid, (0.0, 0.0))
+        if fresh < target:
+            return (f"swapping at {mid} gives {fresh:.3f} at best (< {min_fidelity} + margin "
+                    f"{self.margin})")
+        lo, hi = 0.0, 1e-6
+        while self.fabric.estimate_swap(hop1, hop2, mid, (hi, 0.0)) >= target and hi < 10.0:
+            lo, hi = hi, hi * 2
+        for _ in range(30):  # the storage time at which the estimate falls to the target
+            m = (lo + hi) / 2
+            lo, hi = (m, hi) if self.fabric.estimate_swap(hop1, hop2, mid, (m, 0.0)) >= target \
+                else (lo, m)
+        return PathPlan(mid, hop1, hop2, lo, fresh)
 
     # --- the link-layer API ------------------------------------------------------------------
     def submit(self, create: Create, at: float | None = None) -> Ack | Err | None:
@@ -207,9 +275,12 @@ class DataCenter:
             return Err(cid, ErrorCode.UNSUPP, f"basis {bad[0]!r} not one of {', '.join(BASES)}", t)
         best = self.best_fidelity(c.origin, c.remote)
         if best < c.min_fidelity + self.margin:
-            return Err(cid, ErrorCode.REJECTED, f"min_fidelity={c.min_fidelity} above the best "
-                       f"calibrated {c.origin}-{c.remote} link ({best:.3f}, margin {self.margin})",
-                       t)
+            plan = self.plan_path(c.origin, c.remote, c.min_fidelity)
+            if isinstance(plan, str):
+                return Err(cid, ErrorCode.REJECTED, f"min_fidelity={c.min_fidelity} above the "
+                           f"best calibrated {c.origin}-{c.remote} link ({best:.3f}, margin "
+                           f"{self.margin}; 0: none); {plan}", t)
+            self._plans[cid] = plan
         return Ack(cid, t)
 
     # --- running in lab time -------------------------------------------------------------------
@@ -224,6 +295,7 @@ class DataCenter:
                 self._accept(create, cid, t)
             changed |= t in self._station_free.values()  # a service ended: nodes are free
             self._end_overdue(t)
+            self._start_paths(t)
             for station in self.fabric.stations:
                 if self._station_free[station] <= t and (changed or wake[station] <= t):
                     wake[station] = self._decide(station, t)
@@ -260,8 +332,56 @@ class DataCenter:
         outcome.t_done = error.t if error else (outcome.oks[-1].time_of_goodness
                                                 if outcome.oks else job.deadline)
 
+    def _start_paths(self, t: float) -> None:
+        """Serve the two-hop requests (first by priority, then deadline) whose two stations
+        and three QPUs are all free."""
+        waiting = [j for j in self._jobs.values() if j.create_id in self._plans and not j.active]
+        for job in sorted(waiting, key=lambda j: (-j.priority, j.deadline, j.create_id)):
+            plan = self._plans[job.create_id]
+            stations = (plan.hop1[2], plan.hop2[2])
+            nodes = (job.a, plan.mid, job.b)
+            if all(self._station_free[s] <= t for s in stations) and all(
+                    self._node_busy[n] <= t for n in nodes):
+                self._serve_path(job, plan, t)
+
+    def _serve_path(self, job: Job, plan: PathPlan, t: float) -> None:
+        """Generate on both hops until the deadline, swap at the middle QPU with the plan's
+        cutoff, deliver the swapped pairs whose estimated fidelity meets the request."""
+        h1, h2 = plan.hop1, plan.hop2
+        lit = self.fabric.patch([(h1[0], h1[2], h1[3][0]), (h1[1], h1[2], h1[3][1]),
+                                 (h2[0], h2[2], h2[3][0]), (h2[1], h2[2], h2[3][1])])
+        n = min(400 * job.pairs_left, 200_000)
+        b1 = self.fabric.generate(h1[0], h1[1], h1[2], n, lit, job.deadline, h1[4])
+        b2 = self.fabric.generate(h2[0], h2[1], h2[2], n, lit, job.deadline, h2[4])
+        swapped = self.fabric.swap(b1, b2, plan.mid, plan.cutoff_s)
+        outcome = self.outcomes[job.create_id]
+        target = job.min_fidelity + self.margin
+        for k, th in enumerate(swapped.times_s.tolist()):
+            if job.pairs_left == 0:
+                break
+            store = (float(swapped.storage_s[0][k]), float(swapped.storage_s[1][k]))
+            good = self.fabric.estimate_swap(h1, h2, plan.mid, store, swapped.records[k])
+            if good < target:
+                continue
+            outcome.oks.append(Ok(job.create_id, swapped.first_id + k, len(outcome.oks), good,
+                                  th, BELL_NAMES[int(swapped.bell[k])], f"{h1[2]}+{h2[2]}",
+                                  outcome.create.purpose_id))
+            job.pairs_left -= 1
+        job.served = True
+        done = job.pairs_left == 0
+        end = outcome.oks[-1].time_of_goodness if done else job.deadline
+        for node in (job.a, plan.mid, job.b):
+            self._node_busy[node] = end
+        for hop in (h1, h2):
+            self._station_free[hop[2]] = end
+            self._patched[hop[2]] = (hop[0], hop[1])
+            self.log.services.append(Service(hop[2], job.create_id, hop[0], hop[1], t, lit,
+                                             end, job.priority, len(outcome.oks), lit > t))
+        if done:
+            self._finish(job.create_id, None)
+
     def _decide(self, station: str, t: float) -> float:
-        jobs = list(self._jobs.values())
+        jobs = [j for j in self._jobs.values() if j.create_id not in self._plans]
         start = time.perf_counter()
         choice = self.scheduler.choose(t, station, jobs, self._view)
         self.log.wall_s += time.perf_counter() - start

@@ -25,7 +25,7 @@ import numpy as np
 
 from qnetlab.clock import VirtualClock
 
-from .models.link_swap import dephase
+from .models.link_swap import _BELL, _reorder, dephase
 from .physics import constants as k_
 from .physics.heralding import (
     HeraldSetup,
@@ -40,7 +40,7 @@ from .physics.heralding import (
     sample_outcomes,
     true_state,
 )
-from .physics.world import Lab
+from .physics.world import Lab, Link
 
 PUMP_DBM = 0.0
 SYNC_S = 1.0  # lab seconds between syncs of the slow physics (fridges)
@@ -54,6 +54,50 @@ class Batch:
     times_s: np.ndarray
     sign: np.ndarray
     first_id: int  # pair ids first_id .. first_id + n - 1 (for truth look-ups)
+    nodes: tuple[str, str] = ("", "")  # the qubit order of the pairs' states
+
+
+@dataclass(frozen=True)
+class SwapBatch:
+    """End-to-end pairs made by Bell-state measurements at a middle node: when, which Bell
+    state (0..3: Phi+, Phi-, Psi+, Psi-), how long each hop's pair waited in memory."""
+
+    times_s: np.ndarray
+    bell: np.ndarray
+    first_id: int
+    storage_s: tuple[np.ndarray, np.ndarray]
+    hops: tuple[np.ndarray, np.ndarray]  # indices of the hop pairs used
+    discarded: int
+    records: tuple[tuple[int, int, int], ...] = ()  # (sign hop 1, sign hop 2, BSM outcome)
+
+
+BELL_NAMES = ("Phi+", "Phi-", "Psi+", "Psi-")
+
+
+def _bell_table() -> np.ndarray:
+    """[sign1][sign2][BSM outcome] -> the end-to-end Bell state (index into ``_BELL``), from
+    ideal Psi+- pairs (qubit order end1, mid and mid, end2)."""
+    table = np.zeros((2, 2, 4), dtype=int)
+    for i, s1 in enumerate((+1, -1)):
+        for j, s2 in enumerate((+1, -1)):
+            r1, r2 = bell_state(s1), bell_state(s2)
+            cond = _project(r1, r2)
+            for k in range(4):
+                rho = cond[k] / max(np.real(np.trace(cond[k])), 1e-12)
+                table[i, j, k] = int(np.argmax([fidelity(rho, _bell_rho(b)) for b in range(4)]))
+    return table
+
+
+def _bell_rho(index: int) -> np.ndarray:
+    v = _BELL[index].reshape(4)
+    return np.outer(v, v.conj())
+
+
+def _project(rho1: np.ndarray, rho2: np.ndarray) -> np.ndarray:
+    """Unnormalised end-to-end states for each Bell outcome on the two middle qubits
+    (``rho1`` ordered end1, mid; ``rho2`` mid, end2)."""
+    joint = np.kron(rho1, rho2).reshape((2,) * 8)
+    return np.einsum("kmn,amncAMNC,kMN->kacAC", _BELL.conj(), joint, _BELL).reshape(4, 4, 4)
 
 
 def operating_point(lab: Lab, t: float) -> None:
@@ -79,17 +123,24 @@ class SimFabric:
 
     def __init__(self, lab: Lab, switch: str | None = None) -> None:
         self.lab = lab
-        self.switch_name = switch or next(iter(lab.switches))
-        self.switch = lab.switches[self.switch_name]
         self.clock: VirtualClock = lab.clock
-        self.nodes = sorted(self.switch.node_ports)
-        self.stations = sorted(self.switch.station_ports)
-        self.reconfig_s = self.switch.reconfig_s
+        self.switch_name = switch or next(iter(lab.switches), None)
+        #: the switch (None: a lab of fixed links only, e.g. a chain)
+        self.switch = lab.switches[self.switch_name] if self.switch_name else None
+        sw = self.switch
+        self.nodes = sorted(sw.node_ports if sw else lab.nodes)
+        self.stations = sorted(sw.station_ports if sw else lab.stations)
+        self.reconfig_s = sw.reconfig_s if sw else 0.0
+        #: links that need no patch: (a, b, station) of every ``x-lab: links`` entry off the switch
+        self.fixed = {(lk.node_a.name, lk.node_b.name, lk.station.name): lk
+                      for lk in lab.links.values() if lk.switch is None}
         self._truth: list[tuple[int, HeraldSetup]] = []  # (first pair id, setup of its batch)
         self._next_pair = 0
         self._optics: dict[tuple[str, str, int], NodeOptics] = {}
         self._synced = -math.inf
-        self._rng = lab.rng("fabric", self.switch_name)  # one stream: the runs are seeded
+        self._swapped: dict[int, float] = {}  # pair id -> true fidelity (swapped pairs)
+        self._table = _bell_table()
+        self._rng = lab.rng("fabric", self.switch_name or "links")  # one stream: seeded runs
         operating_point(lab, lab.sync())
 
     @classmethod
@@ -109,9 +160,12 @@ class SimFabric:
         """Patch each ``(node, station, input)``; returns the lab time the paths light up."""
         t = self._now()
         sw = self.switch
+        pairs = [p for p in pairs if not self._fixed_link(p[0], p[1])]
+        if sw is None or not pairs:
+            return t
         want = {sw.node_ports[n]: sw.station_ports[s][i] for n, s, i in pairs}
         for ingress, egress in list(sw.patches.items()):
-            if want.get(ingress) != egress or ingress in want.values():
+            if ingress in want and want[ingress] != egress:
                 sw.patches.pop(ingress)
         taken = {e: i for i, e in sw.patches.items()}
         for ingress, egress in want.items():
@@ -131,11 +185,34 @@ class SimFabric:
         ``at`` (default now): the share of the node's light that passes, 0 for a dark or
         stuck patch (a per-patch loss calibration)."""
         t = self._now() if at is None else at
+        if self.switch is None or node not in self.switch.node_ports:
+            return 1.0  # fixed fiber: no switch in the path
         return self.switch.patch_transmission(self.switch.node_ports[node], t)
 
+    def links(self) -> list[tuple[str, str, str]]:
+        """The fixed links (a, b, station) of the lab, beside what the switch can patch."""
+        return sorted(self.fixed)
+
+    def _fixed_link(self, a: str, b: str, station: str | None = None) -> Link | None:
+        for (x, y, st), link in self.fixed.items():
+            if {x, y} == {a, b} and station in (None, st):
+                return link
+        return None
+
+    def can_patch(self, node: str, station: str) -> bool:
+        """Whether the switch can bring ``node``'s light to ``station``."""
+        sw = self.switch
+        return sw is not None and node in sw.node_ports and station in sw.station_ports
+
     # --- links ---------------------------------------------------------------------------------
+    def _link(self, a: str, b: str, station: str) -> Link:
+        fixed = self._fixed_link(a, b, station)
+        if fixed is not None:
+            return fixed
+        return self.lab.switched_link(a, b, station, self.switch_name)
+
     def _setup(self, a: str, b: str, station: str, t: float, alpha: float) -> HeraldSetup:
-        link = self.lab.switched_link(a, b, station, self.switch_name)
+        link = self._link(a, b, station)
         if link.phase_set_rad == 0.0:
             link.phase_set_rad = link.phase_true(t)  # the link's phase calibration
         for node in (link.node_a, link.node_b):
@@ -169,10 +246,22 @@ class SimFabric:
         """A link calibration: the link model at the operating point with ``a`` and ``b``
         patched to ``station``'s ``inputs`` (their calibrated patch optics), the link's phase
         calibrated and bright-state population ``alpha``: heralded fidelity and herald rate."""
+        s = self._calibrated_setup(a, b, station, inputs, alpha)
+        p = probabilities(s)
+        return {"fidelity": analytic_fidelity(s), "rate_hz": p.total / s.attempt_period_s,
+                "t2_s": 1 / (1 / s.a.t2_s + 1 / s.b.t2_s)}
+
+    def _calibrated_setup(self, a: str, b: str, station: str, inputs: tuple[int, int],
+                          alpha: float) -> HeraldSetup:
+        """The link's herald setup as its calibrations know it (phase set, patches lit)."""
         t = self._now()
-        oa = replace(self._patch_optics(a, b, station, inputs[0], t), alpha=alpha)
-        ob = replace(self._patch_optics(b, a, station, inputs[1], t), alpha=alpha)
-        link = self.lab.switched_link(a, b, station, self.switch_name)
+        link = self._link(a, b, station)
+        if link.switch is None:
+            oa = replace(link.optics(self.lab.nodes[a], t), alpha=alpha)
+            ob = replace(link.optics(self.lab.nodes[b], t), alpha=alpha)
+        else:
+            oa = replace(self._patch_optics(a, b, station, inputs[0], t), alpha=alpha)
+            ob = replace(self._patch_optics(b, a, station, inputs[1], t), alpha=alpha)
         engine = self.lab.engines[a]
         swap_s = max(link.node_a.swap_duration_s, link.node_b.swap_duration_s)
         profile = self.lab.profile
@@ -182,8 +271,9 @@ class SimFabric:
                         phase_noise_rad=profile.phase_noise_rad,
                         attempt_period_s=link.attempt_period_s(engine, swap_s),
                         wait_s=link.round_trip_s())
-        p = probabilities(s)
-        return {"fidelity": analytic_fidelity(s), "rate_hz": p.total / s.attempt_period_s}
+        if link.node_a.name != a:  # the setup's a is the link's node_a
+            s = replace(s, a=ob, b=oa)
+        return s
 
     def generate(self, a: str, b: str, station: str, n: int, t_start: float, t_stop: float,
                  alpha: float = k_.ALPHA_DEFAULT) -> Batch:
@@ -194,17 +284,99 @@ class SimFabric:
         first = self._next_pair
         self._next_pair += rec.times_s.size
         self._truth.append((first, s))
-        return Batch(f"{a}~{b}@{station}", rec.times_s, rec.sign.astype(int), first)
+        link = self._link(a, b, station)
+        return Batch(link.name, rec.times_s, rec.sign.astype(int), first,
+                     (link.node_a.name, link.node_b.name))
 
     def _states(self, pair_id: int) -> tuple[np.ndarray, np.ndarray, float]:
         """(heralded state for Psi+, for Psi-, combined memory T2) of the batch holding
         ``pair_id``: true and false heralds mixed, from the setup sampled at its start."""
         i = int(np.searchsorted([t[0] for t in self._truth], pair_id, side="right")) - 1
         s = self._truth[i][1]
-        p = probabilities(s)
-        rho = [(1 - p.false_fraction) * true_state(s, sg) + p.false_fraction * false_state(s)
-               for sg in (+1, -1)]
-        return rho[0], rho[1], 1 / (1 / s.a.t2_s + 1 / s.b.t2_s)
+        return _mixed(s, +1), _mixed(s, -1), 1 / (1 / s.a.t2_s + 1 / s.b.t2_s)
+
+    def _ordered(self, rho: np.ndarray, nodes: tuple[str, str], mid: str,
+                 mid_second: bool) -> np.ndarray:
+        """``rho`` (qubits in ``nodes`` order) with the middle qubit second or first."""
+        return _reorder(rho) if (nodes[1] == mid) != mid_second else rho
+
+    def swap(self, b1: Batch, b2: Batch, mid: str, cutoff_s: float) -> SwapBatch:
+        """Entanglement swapping at ``mid``: heralds of the two hops paired in time order (a
+        pair older than ``cutoff_s`` when its partner arrives is discarded), the middle qubits
+        Bell-measured, the outcome drawn from the true states after their storage in memory.
+        Truth (each end-to-end pair's fidelity to its Bell state) is kept for tests."""
+        t1, t2 = b1.times_s, b2.times_s
+        pairs, i, j, discarded = [], 0, 0, 0
+        while i < t1.size and j < t2.size:
+            if abs(t1[i] - t2[j]) > cutoff_s:
+                i, j = (i + 1, j) if t1[i] < t2[j] else (i, j + 1)
+                discarded += 1
+                continue
+            pairs.append((i, j))
+            i, j = i + 1, j + 1
+        n = len(pairs)
+        ia = np.array([p[0] for p in pairs], dtype=int)
+        ib = np.array([p[1] for p in pairs], dtype=int)
+        times = np.maximum(t1[ia], t2[ib]) if n else np.zeros(0)
+        store = (times - t1[ia], times - t2[ib]) if n else (np.zeros(0), np.zeros(0))
+        bell = np.zeros(n, dtype=int)
+        records = []
+        first = self._next_pair
+        self._next_pair += n
+        t2_of = {name: self.lab.nodes[name].t2_s for name in (*b1.nodes, *b2.nodes)}
+        end1 = b1.nodes[0] if b1.nodes[1] == mid else b1.nodes[1]
+        end2 = b2.nodes[0] if b2.nodes[1] == mid else b2.nodes[1]
+        for k in range(n):
+            s1, s2 = int(b1.sign[ia[k]]), int(b2.sign[ib[k]])
+            r1p, r1m, _ = self._states(b1.first_id + int(ia[k]))
+            r2p, r2m, _ = self._states(b2.first_id + int(ib[k]))
+            rho1 = dephase(self._ordered(r1p if s1 > 0 else r1m, b1.nodes, mid, True), (
+                math.exp(-store[0][k] / t2_of[end1]), math.exp(-store[0][k] / t2_of[mid])))
+            rho2 = dephase(self._ordered(r2p if s2 > 0 else r2m, b2.nodes, mid, False), (
+                math.exp(-store[1][k] / t2_of[mid]), math.exp(-store[1][k] / t2_of[end2])))
+            cond = _project(rho1, rho2)
+            probs = np.clip(np.real(np.einsum("kii->k", cond)), 0, None)
+            outcome = int(self._rng.choice(4, p=probs / probs.sum()))
+            target = int(self._table[0 if s1 > 0 else 1, 0 if s2 > 0 else 1, outcome])
+            bell[k] = target
+            records.append((s1, s2, outcome))
+            self._swapped[first + k] = fidelity(cond[outcome] / probs[outcome],
+                                                _bell_rho(target))
+        return SwapBatch(times, bell, first, store, (ia, ib), discarded, tuple(records))
+
+    def estimate_swap(self, hop1: tuple[str, str, str, tuple[int, int], float],
+                      hop2: tuple[str, str, str, tuple[int, int], float], mid: str,
+                      storage_s: tuple[float, float],
+                      record: tuple[int, int, int] | None = None) -> float:
+        """The calibrated model's fidelity of a swapped pair: hops ``(a, b, station, inputs,
+        alpha)``, the first hop's pair stored ``storage_s[0]``, the second's ``storage_s[1]``
+        before the Bell-state measurement at ``mid``. With ``record`` (the heralded signs of
+        both hops and the measurement's outcome 0..3, all known to the network layer) the
+        fidelity of that outcome's state to its Bell state; without, the average over them."""
+        s1 = self._calibrated_setup(*hop1)
+        s2 = self._calibrated_setup(*hop2)
+        l1, l2 = self._link(*hop1[:3]), self._link(*hop2[:3])
+        n1 = (l1.node_a.name, l1.node_b.name)
+        n2 = (l2.node_a.name, l2.node_b.name)
+        end1 = n1[0] if n1[1] == mid else n1[1]
+        end2 = n2[0] if n2[1] == mid else n2[1]
+        t2 = {name: self.lab.nodes[name].t2_s for name in (*n1, *n2)}
+        signs = [(record[0], record[1])] if record else [(a, b) for a in (1, -1) for b in (1, -1)]
+        total = 0.0
+        for sg1, sg2 in signs:
+            i, j = (0 if sg1 > 0 else 1), (0 if sg2 > 0 else 1)
+            rho1 = dephase(self._ordered(_mixed(s1, sg1), n1, mid, True), (
+                math.exp(-storage_s[0] / t2[end1]), math.exp(-storage_s[0] / t2[mid])))
+            rho2 = dephase(self._ordered(_mixed(s2, sg2), n2, mid, False), (
+                math.exp(-storage_s[1] / t2[mid]), math.exp(-storage_s[1] / t2[end2])))
+            cond = _project(rho1, rho2)
+            if record:
+                k = record[2]
+                norm = max(float(np.real(np.trace(cond[k]))), 1e-12)
+                return fidelity(cond[k] / norm, _bell_rho(int(self._table[i, j, k])))
+            for k in range(4):
+                total += 0.25 * fidelity(cond[k], _bell_rho(int(self._table[i, j, k])))
+        return total
 
     def measure(self, batch: Batch, bases: list[str], rng_name: str) -> tuple[np.ndarray,
                                                                               np.ndarray]:
@@ -221,11 +393,19 @@ class SimFabric:
         """Hidden truth: fidelity of pair ``pair_id`` to its heralded Bell state after
         ``storage_s`` in memory (its heralded state: true and false heralds mixed, as no herald
         tells them apart, from the world's true parameters at its herald)."""
+        if pair_id in self._swapped:
+            return self._swapped[pair_id]
         rho_p, rho_m, t2 = self._states(pair_id)
         rho = rho_p if sign > 0 else rho_m
         decay = math.exp(-storage_s / t2) if storage_s > 0 else 1.0
         rho = dephase(rho, (math.sqrt(decay), math.sqrt(decay)))
         return fidelity(rho, bell_state(sign))
+
+
+def _mixed(s: HeraldSetup, sign: int) -> np.ndarray:
+    """The heralded state for Bell sign ``sign``: true and false heralds mixed."""
+    p = probabilities(s)
+    return (1 - p.false_fraction) * true_state(s, sign) + p.false_fraction * false_state(s)
 
 
 NAMES = ("alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy",

@@ -228,3 +228,42 @@ def test_switch_calibration_measures_every_patch_and_finds_a_stuck_port():
     assert all(dc.outcomes[r.create_id].status == "DONE" for r in replies)
     assert len(dc.log.faults) == found  # the dead patch was never made again
     assert {s.station for s in dc.log.services} == {"h1"}  # h2 has one input: no links
+
+
+def chain_fabric() -> SimFabric:
+    """alice - bob - carol on fixed links (the bundled chain lab): no direct alice-carol link."""
+    from importlib.resources import files
+
+    import yaml
+
+    from qnetlab.sim_instruments.physics.world import Lab
+
+    text = (files("qnetlab.sim_instruments.labs") / "chain.yaml").read_text()
+    return SimFabric(Lab(yaml.safe_load(text)["x-lab"]))
+
+
+def test_no_shared_station_goes_over_a_path_with_swapping_and_a_memory_cutoff():
+    fab = chain_fabric()
+    dc = dynamic(fab)
+    plan = dc.plan_path("alice", "carol", 0.45)
+    assert plan.mid == "bob" and {plan.hop1[2], plan.hop2[2]} == {"ab", "bc"}
+    assert 0 < plan.cutoff_s < 1e-3  # a few T2 of the target-2030 memory (0.3 ms) at most
+    reply = dc.submit(Create("alice", "carol", pairs=8, min_fidelity=0.45, max_time_s=60))
+    dc.run(60.0)
+    outcome = dc.outcomes[reply.create_id]
+    assert isinstance(reply, Ack) and outcome.status == "DONE"
+    assert {ok.station for ok in outcome.oks} == {"ab+bc"}
+    assert {ok.bell_state for ok in outcome.oks} <= {"Phi+", "Phi-", "Psi+", "Psi-"}
+    truth = true_fidelities(fab, dc, reply.create_id)
+    assert np.mean(truth >= 0.45) >= 0.99
+    goodness = np.array([ok.goodness for ok in outcome.oks])
+    assert np.all(goodness >= 0.46) and np.abs(goodness - truth).max() < 0.02
+    assert {s.station for s in dc.log.services} == {"ab", "bc"}  # both hops at once
+
+
+def test_a_path_whose_swapped_pairs_cannot_meet_the_fidelity_is_rejected():
+    dc = dynamic(chain_fabric())
+    reply = dc.submit(Create("alice", "carol", pairs=2, min_fidelity=0.6))
+    assert isinstance(reply, Err) and reply.code is ErrorCode.REJECTED
+    assert "swapping at bob gives" in reply.detail
+    assert isinstance(dc.submit(Create("alice", "bob", pairs=2, min_fidelity=0.6)), Ack)
