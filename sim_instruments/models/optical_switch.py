@@ -58,9 +58,14 @@ class OpticalSwitchModel(DeviceModel):
 
     def setup(self) -> None:
         name = self.binding.get("switch", "oxc")
-        if name not in self.lab.switches:
-            self.lab.switches[name] = SwitchFabric(name, 16, self.lab.seed)
+        if name not in self.lab.switches:  # a bare YAML: the lab's one node on ingress port 1
+            self.lab.switches[name] = SwitchFabric(
+                name, 16, self.lab.seed, node_ports={n: i + 1 for i, n in
+                                                     enumerate(list(self.lab.nodes)[:16])})
         self.fabric: SwitchFabric = self.lab.switches[name]
+        #: the node whose QNU fiber enters ingress port 1 (a bare YAML's one node), if any
+        self.node = next((self.lab.nodes[n] for n, p in self.fabric.node_ports.items()
+                          if p == 1), None)
 
     def serial(self) -> str:
         return f"PX{self.fabric.name.upper()[:6]}"
