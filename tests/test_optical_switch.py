@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import pyvisa
 
-from pyvisa_qnetlab import resolve_lab_path
 from qnetlab.drivers import QnetlabOpticalSwitch
 from qnetlab.sim_instruments.fabric import operating_point
 from qnetlab.sim_instruments.physics.switch import SwitchFabric
@@ -171,20 +170,21 @@ def test_driver_connections_round_trip(oxc):
     assert oxc.connections() == {}
 
 
-def test_served_over_tcp_with_pyvisa_py(qnetlab_seed):
-    from qnetlab.sim_server import ServedLab
-
-    served = ServedLab(resolve_lab_path(LAB.removesuffix("@qnetlab")), speed=1000,
-                       declared_ports=False, seed=qnetlab_seed)
-    with served:
-        oxc = QnetlabOpticalSwitch("oxc_tcp", served.address_of(OXC), visalib="@py",
-                                   print_connect_message=False, timeout=5)
-        try:
-            oxc.connections({1: 9, 2: 10})
-            assert oxc.connections() == {1: 9, 2: 10}
-            assert served.library.lab.switches["oxc"].patches == {1: 9, 2: 10}
-            raw = oxc.visa_handle
-            raw.write(":oxc:swit:conn:add (@3),(@9)")
-            assert raw.query(":syst:err?").startswith("-221,")
-        finally:
-            oxc.close()
+@pytest.mark.qnetlab_served("qnetlab.sim_instruments.labs:dc_small.yaml", speed=1000)
+def test_served_over_tcp_with_pyvisa_py(served_lab):
+    """The switch as a lab's bench sees it: its own socket, the driver on pyvisa-py, lower-case
+    SCPI from a raw client, the world behind it the served lab's."""
+    oxc = QnetlabOpticalSwitch("oxc_tcp", served_lab.address_of(OXC), visalib="@py",
+                               print_connect_message=False, timeout=5)
+    try:
+        oxc.connections({1: 9, 2: 10})
+        oxc.settle()
+        assert oxc.connections() == {1: 9, 2: 10}
+        assert served_lab.truth()["switches"]["oxc"]["patch_loss_db"].keys() == {"1-9", "2-10"}
+        raw = oxc.visa_handle
+        raw.write(":oxc:swit:conn:add (@3),(@9)")
+        assert raw.query(":syst:err?").startswith("-221,")
+        served_lab.faults.stuck_port(OXC, 10)
+        assert served_lab.truth()["switches"]["oxc"]["stuck"] == [10]
+    finally:
+        oxc.close()
