@@ -188,3 +188,22 @@ def test_served_over_tcp_with_pyvisa_py(served_lab):
         assert served_lab.truth()["switches"]["oxc"]["stuck"] == [10]
     finally:
         oxc.close()
+
+
+def test_the_data_center_station_brings_the_switch_up_on_the_lab_clock(dc):
+    from qnetlab import stations
+
+    bundle = stations.load("sim_dc_small")
+    station, topology, clock = bundle
+    try:
+        assert set(topology.nodes) == {"alice", "bob", "carol", "dave"}
+        assert set(topology.heralds) == {"h1", "h2"} and not topology.links
+        oxc = station.components["oxc"]
+        assert clock is dc.clock and oxc.clock is clock
+        t0 = clock.now()
+        oxc.connections({1: 9, 2: 10})
+        oxc.settle()
+        assert clock.now() - t0 == pytest.approx(0.025)
+        assert dc.world.switches["oxc"].patches == {1: 9, 2: 10}
+    finally:
+        bundle.close()
