@@ -109,7 +109,7 @@ def operating_point(lab: Lab, t: float) -> None:
         f_mw = tr.mw_frequency_hz(node.bias_ma)
         node.pump.wavelength_m = k_.C_LIGHT / (k_.C_LIGHT / node.resonance_m(t) - f_mw)
         node.pump.power_dbm = PUMP_DBM
-        node.pump.output_on = node.pump.shutter_open = True
+        node.pump.output_on = True
         node.aom.mode, node.aom.width_s, node.aom.trigger = "BURS", 100e-9, "EXT"
         lab.refresh_pulsing(node)
         node.swap_amplitude = node.swap_opt(t)
