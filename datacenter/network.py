@@ -197,10 +197,14 @@ class DataCenter:
         self._best[(a, b)] = best
         return best
 
-    def best_hop(self, a: str, b: str) -> tuple[str, str, str, tuple[int, int], float] | None:
-        """``(a, b, station, inputs, alpha)`` of the truest direct link between a and b."""
+    def best_hop(self, a: str, b: str, avoid: str | None = None
+                 ) -> tuple[str, str, str, tuple[int, int], float] | None:
+        """``(a, b, station, inputs, alpha)`` of the truest direct link between a and b (not
+        at station ``avoid``)."""
         best, hop = 0.0, None
         for station in self.fabric.stations:
+            if station == avoid:
+                continue
             for inputs in self.ways(a, b, station):
                 for alpha in self.alphas:
                     f = self.estimate(a, b, station, inputs, alpha)["fidelity"]
@@ -228,7 +232,12 @@ class DataCenter:
             return f"the best path {'-'.join(path)} has {len(path) - 1} hops (at most 2 swap)"
         mid = path[1]
         hop1, hop2 = self.best_hop(a, mid), self.best_hop(mid, b)
-        assert hop1 is not None and hop2 is not None
+        if hop1 is None or hop2 is None:
+            return f"no direct link on the path {'-'.join(path)}"
+        if hop2[2] == hop1[2]:  # one station heralds one pair at a time: the hops need two
+            hop2 = self.best_hop(mid, b, avoid=hop1[2])
+            if hop2 is None:
+                return f"both hops of {'-'.join(path)} would need station {hop1[2]}"
         target = min_fidelity + self.margin
         fresh = self.fabric.estimate_swap(hop1, hop2, mid, (0.0, 0.0))
         if fresh < target:
@@ -276,6 +285,9 @@ class DataCenter:
         best = self.best_fidelity(c.origin, c.remote)
         if best < c.min_fidelity + self.margin:
             plan = self.plan_path(c.origin, c.remote, c.min_fidelity)
+            if not isinstance(plan, str) and c.kind == "M":
+                return Err(cid, ErrorCode.UNSUPP, f"type M over the swapped path {c.origin}-"
+                           f"{plan.mid}-{c.remote} (only type K is swapped)", t)
             if isinstance(plan, str):
                 return Err(cid, ErrorCode.REJECTED, f"min_fidelity={c.min_fidelity} above the "
                            f"best calibrated {c.origin}-{c.remote} link ({best:.3f}, margin "

@@ -4,7 +4,8 @@ One run per request, named ``dc_request``: its metadata hold the CREATE (origin,
 pairs, minimum fidelity, maximum time, priority, type, bases, purpose id), the create id and the
 outcome (``DONE``, ``TIMEOUT``, ``EXPIRE``, ``REJECTED``, ``UNSUPP``) with the ERR's detail; the
 raw stream ``ok`` holds one row per delivered pair (pair id, sequence number, goodness, time of
-goodness, Bell state +1 Psi+ / -1 Psi-, station index). Read back with
+goodness, Bell state 0..3 = Phi+, Phi-, Psi+, Psi-, station index, -1 for a pair swapped over
+two hops). Read back with
 ``qnetlab.runread.load_run``.
 """
 
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from .messages import Err, Outcome
-from .network import Service
+from .network import BELL_NAMES, Service
 
 
 def outcome_metadata(outcome: Outcome) -> dict[str, Any]:
@@ -48,8 +49,8 @@ def record(store: Any, outcome: Outcome, stations: list[str], *, clock: Any = No
                 sequence=np.array([o.sequence for o in oks], dtype=np.int64),
                 goodness=np.array([o.goodness for o in oks]),
                 time_s=np.array([o.time_of_goodness for o in oks]),
-                bell=np.array([1 if o.bell_state == "Psi+" else -1 for o in oks], dtype=np.int8),
-                station=np.array([index[o.station] for o in oks], dtype=np.int16))
+                bell=np.array([BELL_NAMES.index(o.bell_state) for o in oks], dtype=np.int8),
+                station=np.array([index.get(o.station, -1) for o in oks], dtype=np.int16))
         for s in services:
             if s.create_id == outcome.create_id:
                 run.log_event("served", f"{s.station}: {s.a}-{s.b}, patched at {s.t_start:.6f} s"

@@ -267,3 +267,23 @@ def test_a_path_whose_swapped_pairs_cannot_meet_the_fidelity_is_rejected():
     assert isinstance(reply, Err) and reply.code is ErrorCode.REJECTED
     assert "swapping at bob gives" in reply.detail
     assert isinstance(dc.submit(Create("alice", "bob", pairs=2, min_fidelity=0.6)), Ack)
+
+
+def test_swapped_pairs_are_recorded_as_a_run(qnetlab_store):
+    from qnetlab.datacenter.runs import record
+    from qnetlab.runread import load_run
+
+    fab = chain_fabric()
+    dc = dynamic(fab)
+    reply = dc.submit(Create("alice", "carol", pairs=3, min_fidelity=0.45, max_time_s=60))
+    assert isinstance(dc.submit(Create("alice", "carol", pairs=3, min_fidelity=0.45,
+                                       kind="M")), Err)  # type M is not swapped
+    dc.run(60.0)
+    run = record(qnetlab_store, dc.outcomes[reply.create_id], fab.stations, clock=dc.clock,
+                 services=dc.log.services)
+    back = load_run(run.run_id, data_dir=qnetlab_store.data_dir)
+    assert back.metadata["datacenter"]["status"] == "DONE"
+    assert list(back.streams["ok"]["station"]) == [-1, -1, -1]
+    names = ("Phi+", "Phi-", "Psi+", "Psi-")
+    assert [names[b] for b in back.streams["ok"]["bell"]] == [
+        ok.bell_state for ok in dc.outcomes[reply.create_id].oks]
