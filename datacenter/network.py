@@ -7,11 +7,18 @@ dark for the reconfiguration time), checks that light passes the new patches (a 
 detected here and the patch is never used again: the request is served elsewhere), generates
 pairs on the link and delivers those whose estimated fidelity meets the request as OKs.
 
+When no station can serve two QPUs directly (fixed-link topologies such as a chain), it plans a
+two-hop path over the calibrated topology (networkx) and swaps at the middle QPU with a memory
+cutoff, delivering only swapped pairs whose estimated fidelity meets the request.
+
 It drives a *fabric* (duck-typed; the simulated one is ``qnetlab.sim_instruments.fabric.
-SimFabric``): ``nodes``, ``stations``, ``clock``, ``reconfig_s``, ``patch([(node, station,
-input)]) -> lit at``, ``patch_transmission(node, at)``, ``estimate(a, b, station, inputs,
-alpha) -> {fidelity, rate_hz}`` and ``generate(a, b, station, n, t_start, t_stop, alpha) ->
-batch`` with ``times_s``, ``sign`` and ``first_id``. The network layer never sees the hidden truth.
+SimFabric``): ``nodes``, ``stations``, ``clock``, ``reconfig_s``, ``links()`` (fixed links),
+``can_patch(node, station)``, ``patch([(node, station, input)]) -> lit at``,
+``patch_transmission(node, at)``, ``estimate(a, b, station, inputs, alpha) -> {fidelity,
+rate_hz}``, ``generate(a, b, station, n, t_start, t_stop, alpha) -> batch`` (``times_s``,
+``sign``, ``first_id``), ``measure(batch, bases, name)`` (type M), ``swap(b1, b2, mid,
+cutoff_s)`` and ``estimate_swap(hop1, hop2, mid, storage_s, record)``. The network layer never
+sees the hidden truth.
 """
 
 from __future__ import annotations
@@ -299,13 +306,14 @@ class DataCenter:
     def run(self, until: float) -> None:
         """Serve requests until lab time ``until`` (services already begun run to their end)."""
         wake = {s: -math.inf for s in self.fabric.stations}
+        t, before = self.clock.now(), -math.inf
         while True:
-            t = self.clock.now()
             changed = bool(self._arrivals) and self._arrivals[0][0] <= t
             while self._arrivals and self._arrivals[0][0] <= t:
                 _, cid, create = heapq.heappop(self._arrivals)
                 self._accept(create, cid, t)
-            changed |= t in self._station_free.values()  # a service ended: nodes are free
+            # a service ended since the last event: its QPUs are free for any station
+            changed |= any(before < v <= t for v in self._station_free.values())
             self._end_overdue(t)
             self._start_paths(t)
             for station in self.fabric.stations:
@@ -319,7 +327,8 @@ class DataCenter:
             if nxt > until:
                 self._drain(until)
                 return
-            self.clock.advance(nxt - t)
+            self.clock.advance(nxt - self.clock.now())
+            before, t = t, nxt  # event times exactly, whatever the clock's rounding
 
     def _drain(self, until: float) -> None:
         """Advance to ``until`` and past the end of every service already begun."""
