@@ -3,7 +3,7 @@
 Both runs use the same simulated data center, ``dc_config(16, 4)``: 16 QPUs, 4 heralding
 stations and a 32-port (16 x 16) optical switch, world seed 14, target-2030 profile, and the
 same seeded stream of requests (``WINDOW_S`` of lab time, ``REQUESTS`` arrivals uniform in it,
-random QPU pairs, 5..40 pairs each, minimum fidelity 0.6 / 0.7 / 0.75, maximum time 1..6 s,
+random QPU pairs, 10..80 pairs each, minimum fidelity 0.6 / 0.7 / 0.75, maximum time 1..6 s,
 priority 0..2). The data center is driven at the level of the simulated QNU link-layer model
 (``qnetlab.sim_instruments.fabric.SimFabric``: the world's switch physics, heralding statistics
 and states, sampled as the QNU's ``:LINK:CREATE`` samples them, without SCPI and VISA in between:
@@ -33,7 +33,7 @@ def stream(nodes: list[str], seed: int = 2026) -> list[tuple[float, Create]]:
     for _ in range(REQUESTS):
         a, b = (str(x) for x in rng.choice(nodes, 2, replace=False))
         out.append((float(rng.uniform(0, WINDOW_S)), Create(
-            a, b, pairs=int(rng.integers(5, 41)),
+            a, b, pairs=int(rng.integers(10, 81)),
             min_fidelity=float(rng.choice([0.6, 0.7, 0.75])),
             max_time_s=float(rng.uniform(1.0, 6.0)), priority=int(rng.integers(0, 3)))))
     return out
@@ -93,5 +93,26 @@ def run() -> dict[str, float]:
     }
 
 
+def draw(path: str, window: tuple[float, float] = (20.0, 30.0)) -> None:
+    """Both schedules of the same stream side by side, ``window`` of lab time, as a PNG."""
+    from matplotlib.figure import Figure
+
+    from qnetlab.datacenter.timeline import timeline
+
+    fig = Figure(figsize=(10, 5.5))
+    for i, policy in enumerate(("static", "dynamic")):
+        dc, fab, _ = simulate(policy)
+        ax = fig.add_subplot(2, 1, i + 1)
+        timeline(dc.log, fab.stations, ax=ax, window=window,
+                 title=f"{policy}: {served(dc)} of {REQUESTS} requests served (colour: "
+                       "priority; dark: switch reconfiguring; x: dead patch)")
+    fig.savefig(path, dpi=110)
+
+
 if __name__ == "__main__":
-    print(run())
+    import sys
+
+    if len(sys.argv) > 2 and sys.argv[1] == "--timeline":
+        draw(sys.argv[2])
+    else:
+        print(run())
