@@ -1,6 +1,6 @@
 """Data-center figures (issue 14): the dynamic switch scheduler against the static baseline.
 
-Both runs use the same simulated data center, ``dc_config(16, 4)``: 16 QPUs, 4 heralding
+Both runs use the same simulated data center, ``dc:16,4``: 16 QPUs, 4 heralding
 stations and a 32-port (16 x 16) optical switch, world seed 14, target-2030 profile, and the
 same seeded stream of requests (``WINDOW_S`` of lab time, ``REQUESTS`` arrivals uniform in it,
 random QPU pairs, 10..80 pairs each, minimum fidelity 0.6 / 0.7 / 0.75, maximum time 1..6 s,
@@ -18,7 +18,7 @@ import time
 import numpy as np
 
 from qnetlab.datacenter import Create, DataCenter, DynamicScheduler, StaticScheduler
-from qnetlab.sim_instruments.fabric import SimFabric, dc_config
+from qnetlab.sim_instruments.fabric import SimFabric
 
 WINDOW_S = 60.0
 REQUESTS = 600
@@ -42,7 +42,7 @@ def stream(nodes: list[str], seed: int = 2026) -> list[tuple[float, Create]]:
 def simulate(policy: str) -> tuple[DataCenter, SimFabric, float]:
     """One run of the window under ``policy``; returns the data center, its fabric and the
     wall seconds of ``run`` (arrivals, decisions, patching, generation and delivery)."""
-    fab = SimFabric.from_config(dc_config(16, 4), seed=14)
+    fab = SimFabric.from_spec("dc:16,4", seed=14)
     sched = (StaticScheduler(fab.nodes, fab.stations, slot_s=SLOT_S) if policy == "static"
              else DynamicScheduler())
     dc = DataCenter(fab, sched)

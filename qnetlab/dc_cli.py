@@ -10,7 +10,6 @@ REJECTED, UNSUPP, TIMEOUT or EXPIRE, printed as the error line); 2: a usage erro
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -25,27 +24,13 @@ class NotDelivered(click.ClickException):
 
 
 def fabric_for(lab: str, seed: int | None) -> Any:
-    """The simulated fabric of ``dc:K,M`` or of a lab file (imports the simulator only here)."""
-    from pyvisa_qnetlab import resolve_lab_path
-    from qnetlab.sim_instruments.fabric import SimFabric, dc_config
+    """The simulated fabric of ``dc:K,M``, a bundled lab or a lab file (imports the simulator
+    only here)."""
+    from qnetlab.sim_instruments.fabric import SimFabric
 
-    m = re.fullmatch(r"dc:(\d+),(\d+)", lab)
     try:
-        if m:
-            config = dc_config(int(m.group(1)), int(m.group(2)))
-            return SimFabric.from_config(config, seed=seed)
-        import yaml
-
-        from qnetlab.sim_instruments.physics.world import Lab
-
-        spec = f"qnetlab.sim_instruments.labs:{lab}.yaml" if re.fullmatch(r"\w+", lab) else lab
-        with open(resolve_lab_path(spec)) as f:
-            raw = yaml.safe_load(f) or {}
-        config = raw.get("x-lab") or {}
-        if not config.get("switches"):
-            raise ValueError(f"lab {lab}: no optical switch (x-lab: switches)")
-        return SimFabric(Lab(config, seed=seed))
-    except (ValueError, FileNotFoundError) as exc:
+        return SimFabric.from_spec(lab, seed=seed)
+    except ValueError as exc:
         raise click.BadParameter(str(exc).splitlines()[0], param_hint="--lab") from None
 
 

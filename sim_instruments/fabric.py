@@ -19,10 +19,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from importlib.resources import files
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
+from qnetlab import topologies
 from qnetlab.clock import VirtualClock
 
 from .models.link_swap import _BELL, _reorder, dephase
@@ -145,6 +149,25 @@ class SimFabric:
 
     @classmethod
     def from_config(cls, config: dict[str, Any], seed: int | None = None) -> SimFabric:
+        """The fabric of the world an ``x-lab`` mapping describes."""
+        return cls(Lab(config, seed=seed))
+
+    @classmethod
+    def from_spec(cls, lab: str, seed: int | None = None) -> SimFabric:
+        """The fabric of a generated data center (``dc:16,4``: the world of the lab file
+        ``qnetlab.topologies`` generates for it), a bundled lab (``dc_small``, ``chain``) or a
+        lab file path; ``ValueError`` (one line) when it has neither a switch nor links."""
+        if topologies.is_spec(lab):
+            config = topologies.build(lab).x_lab()
+        else:
+            path = Path(lab) if Path(lab).exists() else Path(
+                str(files("qnetlab.sim_instruments.labs") / f"{lab}.yaml"))
+            if not path.exists():
+                raise ValueError(f"lab={lab!r}: not a topology spec ({topologies.usage()}), a "
+                                 "bundled lab or a lab file")
+            config = (yaml.safe_load(path.read_text()) or {}).get("x-lab") or {}
+        if not config.get("switches") and not config.get("links"):
+            raise ValueError(f"lab={lab!r} has no optical switch (x-lab: switches) and no links")
         return cls(Lab(config, seed=seed))
 
     # --- the switch ----------------------------------------------------------------------------
@@ -407,34 +430,3 @@ def _mixed(s: HeraldSetup, sign: int) -> np.ndarray:
     p = probabilities(s)
     return (1 - p.false_fraction) * true_state(s, sign) + p.false_fraction * false_state(s)
 
-
-NAMES = ("alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy",
-         "mallory", "niaj", "olivia", "peggy", "rupert", "sybil")
-
-
-def dc_config(k: int, m: int, *, ports: int | None = None, seed: int = 14,
-              profile: str = "target-2030", name: str | None = None) -> dict[str, Any]:
-    """The ``x-lab`` of a data center: ``k`` QPU nodes (alice, bob, ... up to 16, else qpu01 ..),
-    ``m`` heralding stations (h1 ..) and one switch ``oxc`` of ``ports`` ports (default: the
-    smallest even size with an ingress port per node and two egress ports per station, at
-    least 16); node i on ingress port i, station j's inputs on egress ports N+2j-1, N+2j."""
-    if not 2 <= k <= 64:
-        raise ValueError(f"k={k} QPUs: a data center has 2..64")
-    if not 1 <= m <= 32:
-        raise ValueError(f"m={m} heralding stations: 1..32 allowed")
-    need = max(k, 2 * m, 8)
-    n = need if ports is None else ports // 2
-    if n < need:
-        raise ValueError(f"ports={ports}: {k} QPUs and {m} stations need at least {2 * need}")
-    nodes = list(NAMES[:k]) if k <= len(NAMES) else [f"qpu{i + 1:02d}" for i in range(k)]
-    stations = [f"h{j + 1}" for j in range(m)]
-    return {
-        "name": name or f"sim_dc_{k}_{m}", "profile": profile, "seed": seed,
-        "nodes": nodes, "stations": stations,
-        "switches": {"oxc": {
-            "ports": 2 * n, "loss_db": 1.0, "crosstalk_db": -50.0, "reconfig_s": 0.025,
-            "fiber_km": 0.05,
-            "nodes": {node: i + 1 for i, node in enumerate(nodes)},
-            "stations": {s: [n + 2 * j + 1, n + 2 * j + 2] for j, s in enumerate(stations)},
-        }},
-    }

@@ -18,11 +18,11 @@ from qnetlab.datacenter import (
 )
 from qnetlab.datacenter.scheduler import round_robin_pairs
 from qnetlab.datacenter.timeline import timeline
-from qnetlab.sim_instruments.fabric import SimFabric, dc_config
+from qnetlab.sim_instruments.fabric import SimFabric
 
 
 def fabric(k: int = 6, m: int = 2, seed: int = 5) -> SimFabric:
-    return SimFabric.from_config(dc_config(k, m), seed=seed)
+    return SimFabric.from_spec(f"dc:{k},{m}", seed=seed)
 
 
 def dynamic(fab: SimFabric) -> DataCenter:
@@ -223,7 +223,7 @@ def test_switch_calibration_measures_every_patch_and_finds_a_stuck_port():
     found = len(dc.log.faults)
     assert found == 6  # every QPU saw no light at h2's second input
     replies = [dc.submit(Create(a, b, pairs=20, min_fidelity=0.7, max_time_s=10))
-               for a, b in (("alice", "bob"), ("carol", "dave"), ("erin", "frank"))]
+               for a, b in (("alice", "bob"), ("carol", "dave"), ("eve", "frank"))]
     dc.run(dc.clock.now() + 10.0)
     assert all(dc.outcomes[r.create_id].status == "DONE" for r in replies)
     assert len(dc.log.faults) == found  # the dead patch was never made again

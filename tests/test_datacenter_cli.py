@@ -56,5 +56,11 @@ def test_a_request_that_cannot_finish_in_time_expires_exit_3(tmp_path, capsys):
 def test_bad_arguments_are_usage_errors(tmp_path, capsys):
     assert request(tmp_path, "alice", "dave", "--lab", "dc:1,1") == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "k=1 QPUs" in err[0]
+    assert len(err) == 1 and "K=1 is out of range" in err[0]
     assert request(tmp_path, "alice", "dave", "--min-fidelity", "2") == 2
+
+
+def test_a_lab_without_a_switch_or_links_is_a_usage_error(tmp_path, capsys):
+    assert request(tmp_path, "alice", "bob", "--lab", "node") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "lab='node' has no optical switch" in err[0]
