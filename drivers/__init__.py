@@ -8,6 +8,7 @@ The same class runs a real instrument or a simulated one; only the address and t
 from .aom_gate import QnetlabAomGate
 from .base import HardLimitParameter, QnetlabVisaInstrument
 from .fridge import QnetlabLakeshore372
+from .optical_switch import QnetlabOpticalSwitch
 from .pump_laser import QnetlabPumpLaser
 from .qnu import LinkRequest, LinkResults, LinkStatus, QnetlabQNU
 from .triton import QnetlabTriton
@@ -19,6 +20,7 @@ __all__ = [
     "LinkStatus",
     "QnetlabAomGate",
     "QnetlabLakeshore372",
+    "QnetlabOpticalSwitch",
     "QnetlabPumpLaser",
     "QnetlabQNU",
     "QnetlabTriton",

@@ -105,6 +105,11 @@ class FaultInjector:
             fridge = lab.nodes[node].fridge
             fridge.add_pulse(float(power_w), float(duration_s), fridge.t + float(start_in_s))
 
+    def stuck_port(self, resource: str, port: int) -> None:
+        """An optical switch's port sticks: its mirror stops moving and no light passes a
+        patch through it, while the switch still reports the patch as asked."""
+        self._lib.device(resource).model.fabric.stick(int(port))
+
     def clear(self, resource: str | None = None) -> None:
         """Remove delays, garbling and disconnects (one resource or all)."""
         names = [resource] if resource else list(self._lib._resources)

@@ -29,6 +29,7 @@ import click
 from click.core import ParameterSource
 
 from .datadir import data_dir as resolve_data_dir
+from .dc_cli import request as request_command
 from .sim_cli import sim as sim_group
 from .uncertain import plus_minus
 
@@ -818,6 +819,7 @@ def _one_line(exc: BaseException) -> str:
 
 
 main.add_command(sim_group)  # `qnetlab sim serve` (qnetlab/sim_cli.py)
+main.add_command(request_command)  # `qnetlab request` (qnetlab/dc_cli.py)
 
 
 def run_cli(argv: list[str] | None = None,

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-INSTRUMENTS = ("qnu", "pump_laser", "awg_33522b", "lakeshore372", "triton")
+INSTRUMENTS = ("qnu", "pump_laser", "awg_33522b", "lakeshore372", "triton", "optical_switch")
 
 
 def _range(p: dict[str, Any]) -> str:

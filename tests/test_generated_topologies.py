@@ -221,7 +221,7 @@ def test_bad_specs_on_the_command_line(tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip() == (
         "qnetlab: error: SpecError: topology spec 'chain:65': N=65 is out of range (allowed: "
-        "chain:N, star:N, twosite:N with N 2..64)")
+        "chain:N, star:N, twosite:N, dc:K,M with K 2..64, M 1..32, N 2..64)")
     result = run_qnetlab(tmp_path, "sim", "serve", "ring:4")
     assert result.returncode == 2 and "unknown kind 'ring'" in result.stderr
     assert "Traceback" not in result.stderr

@@ -32,13 +32,14 @@ def test_readme_scripts_run_as_written_in_order(capsys, qnetlab_data_dir):
     lib = pyvisa.ResourceManager(lab_spec("link")).visalib
     lib.reset_state()
     try:
+        outs = []
         for index, script in enumerate(SCRIPTS):
             exec(compile(script, f"README.md[script {index}]", "exec"), {})
-            out = capsys.readouterr().out
-            assert out.strip(), f"script {index} printed nothing"
+            outs.append(capsys.readouterr().out)
+            assert outs[-1].strip(), f"script {index} printed nothing"
     finally:
         lib.reset_state()
-    assert "F = " in out and "|S| = " in out
+    assert any("F = " in out and "|S| = " in out for out in outs)
 
 
 @pytest.mark.parametrize("index", range(len(TESTS)))

@@ -18,10 +18,10 @@ SIMULATED = ["sim_node", "sim_link", "sim_chain"]
 
 
 def test_bundled_stations():
-    assert set(stations.available()) == {*SIMULATED, "hw_link"}
+    assert set(stations.available()) == {*SIMULATED, "hw_link", "sim_dc_small"}
 
 
-@pytest.mark.parametrize("name", [*SIMULATED, "hw_link"])
+@pytest.mark.parametrize("name", [*SIMULATED, "hw_link", "sim_dc_small"])
 def test_station_file_validates_against_the_qcodes_schema_without_warnings(name):
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -18,7 +18,7 @@ SIM = Path(str(files("qnetlab.sim_instruments")))
 INSTRUMENT_YAMLS = sorted(SIM.glob("*.yaml"))
 IDN_PREFIX = {"qnu.yaml": "QNETLAB,QNU", "pump_laser.yaml": "Keysight Technologies,N7776C",
               "awg_33522b.yaml": "Keysight Technologies,33522B", "lakeshore372.yaml": "LSCI",
-              "triton.yaml": "IDN:OXFORD INSTRUMENTS:TRITON"}
+              "triton.yaml": "IDN:OXFORD INSTRUMENTS:TRITON", "optical_switch.yaml": "Polatis,"}
 
 
 STATION_REFUSES = {"XDUC:MW:FREQ?", "XDUC:EFF?", "XDUC:NADD?", "QUB:SWAP:MEAS?"}

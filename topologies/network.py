@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .spec import NODES, Param, TopologySpec
+from .spec import MAX_NODES, MIN_NODES, NODES, Param, TopologySpec
 
 DEFAULT_SEED = 13  # generated labs draw their hidden truth from this seed unless told otherwise
 DEFAULT_PROFILE = "target-2030"
@@ -69,6 +69,8 @@ KINDS: dict[str, Kind] = {
     "gas": Kind("triton", "qnetlab.drivers.QnetlabTriton", "TCPIP0::{host}.lab::33576::SOCKET",
                 serve={"port": 33576, "max_clients": 1}, timeout=20.0,
                 parameters={"interlock_max_temperature": {"limits": [0.02, 0.05]}}),
+    "switch": Kind("optical_switch", "qnetlab.drivers.QnetlabOpticalSwitch",
+                   "TCPIP0::{host}.lab::3082::SOCKET", serve={"port": 3082}),
     "herald": Kind("qnu", "qnetlab.drivers.QnetlabQNU", "TCPIP0::{host}.lab::inst0::INSTR",
                    parameters={"engine.herald_window": {"initial_value": 200000.0,
                                                         "limits": [1000.0, 2000000.0]}}),
@@ -127,6 +129,7 @@ class Network:
     profile: str = DEFAULT_PROFILE
     sites: dict[str, tuple[str, ...]] = field(default_factory=dict)
     extra: tuple[Instrument, ...] = ()
+    switches: dict[str, dict[str, Any]] = field(default_factory=dict)  # x-lab: switches
 
     def node_instruments(self, node: str) -> dict[str, Instrument]:
         """A node's instruments by topology role (qnu, pump, aom, fridge, gas)."""
@@ -161,6 +164,8 @@ class Network:
                                          for lk in self.links}}
         if self.sites:
             lab["sites"] = {s: list(members) for s, members in self.sites.items()}
+        if self.switches:
+            lab["switches"] = {n: dict(spec) for n, spec in self.switches.items()}
         return lab
 
 
@@ -233,6 +238,35 @@ def twosite(spec: TopologySpec, seed: int | None = None) -> Network:
                     f"link of {TWOSITE_FIBER_KM:g} km each way", nodes, links, seed, sites)
 
 
+#: a data center: K QPUs 2..64, M heralding stations 1..32
+DC_QPUS = Param("K", MIN_NODES, MAX_NODES)
+DC_STATIONS = Param("M", 1, 32)
+DC_FIBER_KM = 0.05  # each QNU and each station input to the switch, inside one building
+DC_MIN_SIZE = 8  # the smallest N x N switch: 16 ports
+
+
+def datacenter(spec: TopologySpec, seed: int | None = None) -> Network:
+    """K QPU nodes and M heralding stations around one optical switch (a Polatis, ``oxc``):
+    node i's QNU fiber on ingress port i, station j's two inputs on egress ports N+2j-1 and
+    N+2j of an N x N switch, N = max(K, 2M, 8). No fixed links: two nodes meet at a station
+    only while the switch patches both there (``qnetlab.datacenter`` keeps it patched)."""
+    k, m = spec.args
+    nodes = node_names(k)
+    heralds = tuple(f"h{j + 1}" for j in range(m))
+    n = max(k, 2 * m, DC_MIN_SIZE)
+    switch = {"ports": 2 * n, "loss_db": 1.0, "crosstalk_db": -50.0, "reconfig_s": 0.025,
+              "fiber_km": DC_FIBER_KM,
+              "nodes": {node: i + 1 for i, node in enumerate(nodes)},
+              "stations": {h: [n + 2 * j + 1, n + 2 * j + 2] for j, h in enumerate(heralds)}}
+    oxc = Instrument("oxc", "switch", KINDS["switch"].address.format(host="oxc"),
+                     {"switch": "oxc"})
+    return Network(name=f"sim_dc{k}_{m}", spec=spec.text,
+                   title=f"a data center: {k} QPUs and {m} heralding stations around one "
+                   f"{2 * n}-port optical switch", nodes=nodes, heralds=heralds, links=(),
+                   seed=DEFAULT_SEED if seed is None else seed, extra=(oxc,),
+                   switches={"oxc": switch})
+
+
 Builder = Callable[[TopologySpec, "int | None"], Network]
 
 
@@ -251,4 +285,5 @@ NETWORK_KINDS: dict[str, NetworkKind] = {
     "chain": NetworkKind(chain),
     "star": NetworkKind(star),
     "twosite": NetworkKind(twosite, default=(4,)),
+    "dc": NetworkKind(datacenter, params=(DC_QPUS, DC_STATIONS)),
 }

@@ -24,6 +24,7 @@ from .detectors import Fiber, Snspd
 from .drift import DriftingValue
 from .heralding import HeraldSetup, NodeOptics
 from .profiles import DeviceProfile, get_profile, lab_profile
+from .switch import SwitchFabric
 from .transducer import PumpState, Transducer
 
 #: The one node of a bare instrument YAML (a file without ``x-lab``): its resources belong to it.
@@ -210,6 +211,7 @@ class Link:
     fiber_b: Fiber
     seed: int
     phase_set_rad: float = 0.0
+    switch: SwitchFabric | None = None  # light passes it (only while patched), if set
 
     def __post_init__(self) -> None:
         rng = np.random.default_rng(stream_seed(self.seed, self.name, "truth"))
@@ -236,6 +238,8 @@ class Link:
         st = self.station
         accept = st.window_acceptance(t, node.photon_sigma_s(t))
         channel = self.fiber_of(node).transmission * st.detection_efficiency() * accept
+        if self.switch is not None:
+            channel *= self.switch.transmission(node.name, st.name, t)
         eta = node.photon_source_efficiency(t) * channel
         noise_photons = (
             node.added_noise(t)
@@ -289,6 +293,13 @@ class Lab:
                 Fiber(float(km[1]), self.profile.fiber_loss_db_per_km), self.seed,
             )
         self.engines: dict[str, EngineSettings] = {n: EngineSettings() for n in self.nodes}
+        #: optical switches between QNUs and heralding stations (``physics.switch``)
+        self.switches: dict[str, SwitchFabric] = {
+            n: SwitchFabric.from_config(n, spec, self.seed)
+            for n, spec in (config.get("switches") or {}).items()}
+        for name, spec in (config.get("links") or {}).items():
+            if spec.get("via"):
+                self.links[name].switch = self.switches[spec["via"]]
         #: the instrument models' request bookkeeping (``models.link_requests.LinkLayer``),
         #: made by the first QNU model that needs it
         self.link_layer: Any = None
@@ -336,6 +347,21 @@ class Lab:
     def _apply_pump_load(self, node: Node, t: float) -> None:
         node.fridge.pump_absorbed_w = node.transducer(t).heat_load_w(node.pump)
 
+    def switched_link(self, a: str, b: str, station: str, switch: str) -> Link:
+        """The link between ``a`` and ``b`` at ``station`` through ``switch`` (made on first
+        use and kept: in a data center any two QNUs can meet at any station). It carries
+        light only while the switch patches both nodes to that station."""
+        name = f"{a}~{b}@{station}"
+        link = self.links.get(name)
+        if link is None:
+            fabric = self.switches[switch]
+            km = float((self.config.get("switches") or {})[switch].get("fiber_km", 0.05))
+            link = Link(name, self.nodes[a], self.nodes[b], self.stations[station],
+                        Fiber(km, self.profile.fiber_loss_db_per_km),
+                        Fiber(km, self.profile.fiber_loss_db_per_km), self.seed, switch=fabric)
+            self.links[name] = link
+        return link
+
     def node_links(self, node: str) -> list[Link]:
         return [lk for lk in self.links.values() if node in (lk.node_a.name, lk.node_b.name)]
 
@@ -366,6 +392,7 @@ class Lab:
             }
         for name, lk in self.links.items():
             out["links"][name] = {"phase_rad": lk.phase_true(t) % (2 * math.pi)}
+        out["switches"] = {n: sw.truth() for n, sw in self.switches.items()}
         return out
 
 
