@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 
 @runtime_checkable
@@ -236,6 +236,10 @@ class VirtualClock:
 
     def now(self) -> float:
         return self._t
+
+    def is_participant(self) -> bool:
+        """True if the calling thread is a participant (see the class docstring)."""
+        return threading.get_ident() in self._parts
 
     def sleep(self, seconds: float) -> None:
         part = self._parts.get(threading.get_ident())
@@ -583,6 +587,21 @@ class ThreadAlarm:
         self._stop.set()
         if threading.current_thread() is not self._thread:
             self._thread.join()
+
+
+def wait_releasing(clock: Any, lock: Any, seconds: float) -> None:
+    """Let ``seconds`` of lab time pass inside a simulated instrument that holds ``lock`` (a
+    ``threading.RLock``, the lab's lock). A participant of a discrete-event clock lets the
+    lock go while it waits (other participants' instruments go on meanwhile) and takes it
+    back at its wake-up; anybody else advances the clock at once, as always."""
+    if lock is None or not getattr(clock, "is_participant", bool)() or not lock._is_owned():
+        clock.advance(seconds)
+        return
+    state = lock._release_save()  # the whole re-entrant hold, as threading.Condition does
+    try:
+        clock.sleep(seconds)
+    finally:
+        lock._acquire_restore(state)
 
 
 def clock_of(visalib: object) -> Clock:
