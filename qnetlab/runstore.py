@@ -512,7 +512,15 @@ class Run:
 
     @property
     def dataset(self) -> Any:
+        """The QCoDeS dataset (write to it through :meth:`add_metadata`: the connection is
+        shared by the threads of the process)."""
         return self._saver.dataset
+
+    def add_metadata(self, key: str, value: Any) -> None:
+        """Add metadata to the run's QCoDeS dataset, holding the store's database (safe
+        while other threads' runs write)."""
+        with self.store.database():
+            self._saver.dataset.add_metadata(key, value)
 
 
 def finalize_file(path: str | os.PathLike[str], attrs: Mapping[str, Any]) -> Path:

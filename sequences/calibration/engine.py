@@ -38,6 +38,7 @@ from typing import Any, ClassVar
 import networkx as nx
 
 from qnetlab.runstore import Run, RunStore
+from qnetlab.sequences.safety import working_on
 from qnetlab.stations import StationBundle, Topology
 from qnetlab.uncertain import plus_minus
 
@@ -230,7 +231,7 @@ class CalContext:
             figure.tight_layout()
             path = run.hdf5_path.with_suffix(".png")
             figure.savefig(path, dpi=90)
-            run.dataset.add_metadata("qnetlab_figure", str(path))
+            run.add_metadata("qnetlab_figure", str(path))
 
 
 class CalibrationGraph:
@@ -506,7 +507,13 @@ class Calibrator:
         return self.graph.calibrations[key[0]].resources(self.graph.topology, key[1])
 
     def _settle(self, key: Key, force: bool) -> None:
-        """One node of the graph: blocked, fresh, in spec or (diagnosed and) recalibrated."""
+        """One node of the graph, its waits watched by the watchdogs of the sites it uses."""
+        sites = sorted(r.partition(":")[2] for r in self._resources(key) if r.startswith("node:"))
+        with working_on(sites):
+            self._settle_node(key, force)
+
+    def _settle_node(self, key: Key, force: bool) -> None:
+        """Blocked, fresh, in spec or (diagnosed and) recalibrated."""
         if key in self._results:
             return
         result = NodeResult(*key, status="fresh")
