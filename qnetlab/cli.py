@@ -474,7 +474,7 @@ def _schedule_report(ctx: Context, report: Any) -> None:
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
     path = reports.calibration_report(
         report, ctx.data / "reports" / f"calibration_{stamp}.html")
-    click.echo(f"makespan {report.makespan_s:.0f} s of lab time; schedule: {path}")
+    click.echo(f"calibration report (schedule, Gantt chart): {path}")
 
 
 def _bases(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[str, ...]:
