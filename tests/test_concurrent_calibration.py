@@ -125,7 +125,7 @@ def test_every_run_of_the_concurrent_calibration_is_its_own_whole_file(chain_run
         assert row["status"] == "completed", row
         run = load_run(row["guid"], data)
         with h5py.File(run.hdf5_path, "r") as f:
-            assert f.attrs["qcodes_guid"] == row["guid"]
+            assert f.attrs["guid"] == row["guid"]
         assert run.metadata["target"] in run.name or run.metadata["target"] in \
             {"alice", "bob", "carol", "ab", "bc"}
         assert run.arrays() or run.streams

@@ -104,6 +104,9 @@ class _LockedConnection:
         with self.mutex:
             self.conn.close()
 
+    def __getattr__(self, name: str) -> Any:  # the rest of the connection's interface
+        return getattr(self.conn, name)
+
 
 class _Rows(list):
     """A statement's rows, read while the connection was locked (a cursor's interface)."""
