@@ -348,12 +348,15 @@ class Run:
             "proc_start": self.process["proc_start"],
             "lab_time_start": self.clock.now() if self.clock is not None else np.nan,
         })
-        snapshot = {"station": self.station.snapshot()} if self.station is not None else {}
-        for key, block in (("snapshot", snapshot), ("calibration", self.calibration),
+        # the station snapshot QCoDeS took as the run started (one snapshot per run: on a
+        # large network a snapshot costs more than many measurements)
+        snapshot = self._saver.dataset.snapshot_raw if self.station is not None else None
+        for key, block in (("snapshot", {}), ("calibration", self.calibration),
                            ("metadata", self.metadata)):
+            text = snapshot if key == "snapshot" and snapshot else _json(block)
             # fixed-length UTF-8 bytes: stored in the dataset itself, so h5py's storage size
             # counts them (a variable-length string lives in the global heap, uncounted)
-            f.create_dataset(key, data=np.bytes_(_json(block).encode()))
+            f.create_dataset(key, data=np.bytes_(text.encode()))
         group, tails = f.create_group("streams"), f.create_group("tails")
         for name, (fields, units) in self._stream_specs.items():
             self.streams[name] = Stream(group.create_group(name), tails, name, fields, units,

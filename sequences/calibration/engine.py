@@ -197,6 +197,7 @@ class CalContext:
         self.clock = bundle.clock
         self.figures = figures
         self._local = threading.local()  # concurrent steps: each thread its own runs
+        self._stations: dict[tuple[str, ...], Any] = {}
 
     @property
     def current_runs(self) -> list[Run]:
@@ -214,8 +215,33 @@ class CalContext:
     def topology(self) -> Topology:
         return self.bundle.topology
 
+    def station_for(self, cal: Calibration, target: str) -> Any:
+        """The part of the station a step uses (the instruments of its resources, plus the
+        components of no node or station): what its runs snapshot. The rest of the station
+        belongs to steps running meanwhile, and snapshotting every instrument of a large
+        network for every run would cost more than the measurements."""
+        held = cal.resources(self.topology, target)
+        key = tuple(sorted(held))
+        station = self._stations.get(key)
+        if station is None:
+            from qcodes.station import Station
+
+            topo, comps = self.topology, self.bundle.station.components
+            owned = {spec.qnu for spec in topo.heralds.values()} | {
+                inst.name for n in topo.nodes for inst in self.bundle.node(n).values()}
+            mine = {self.bundle.instrument(topo.heralds[r[7:]].qnu).name
+                    for r in held if r.startswith("herald:")} | {
+                inst.name for r in held if r.startswith("node:")
+                for inst in self.bundle.node(r[5:]).values()}
+            station = Station(*(c for name, c in comps.items()
+                                if name in mine or name not in owned),
+                              default=False, update_snapshot=False)
+            station = self._stations.setdefault(key, station)
+        return station
+
     def new_run(self, cal: Calibration, target: str, kind: str) -> Run:
-        run = self.runs.run(f"{cal.name}.{kind}", station=self.bundle.station, clock=self.clock,
+        run = self.runs.run(f"{cal.name}.{kind}", station=self.station_for(cal, target),
+                            clock=self.clock,
                             sample=target, calibration=self.store.as_dict(),
                             metadata={"calibration": cal.name, "target": target, "step": kind})
         self.current_runs.append(run)
