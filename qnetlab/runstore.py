@@ -44,6 +44,7 @@ import h5py
 import hdf5plugin
 import numpy as np
 from qcodes.dataset import Measurement, load_or_create_experiment
+from qcodes.dataset.sqlite.connection import atomic
 from qcodes.parameters import ParameterBase
 from qcodes.utils import NumpyJSONEncoder
 
@@ -276,7 +277,9 @@ class Run:
 
     # --- lifecycle ----------------------------------------------------------------------------
     def __enter__(self) -> Run:
-        with self.store.database():
+        # one transaction for the QCoDeS run's creation (a few dozen statements that QCoDeS
+        # would commit one by one, each a disk sync): all of it or none, and fast
+        with self.store.database() as conn, atomic(conn):
             self._start_qcodes_run()
         try:
             self._open_hdf5()
