@@ -461,7 +461,8 @@ class VirtualClock:
     def _start_alarm(self, alarm: Alarm) -> None:
         if alarm.part is not None:
             return
-        part = alarm.part = self._register(f"alarm-{id(alarm):x}", alarm)
+        # named by creation order: alarms due at one time run in a deterministic order
+        part = alarm.part = self._register(f"alarm-{self._alarms.index(alarm):04d}", alarm)
         threading.Thread(target=self._alarm_loop, args=(alarm, part),
                          name="qnetlab-alarm", daemon=True).start()
 

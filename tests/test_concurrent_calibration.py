@@ -187,3 +187,19 @@ def test_sixteen_node_chain_calibrates_in_about_one_node_plus_the_links(qnetlab_
     # the heralds and links of a chain go in two waves (neighbours share a node)
     assert report.makespan_s <= node_part + 2.5 * one_link
     assert report.makespan_s < 0.2 * report.busy_s
+
+
+def test_the_calibration_report_shows_the_schedule_as_a_gantt_chart(chain_runs, tmp_path):
+    from qnetlab.report import calibration_report, schedule_figure
+
+    report = chain_runs["concurrent"][0]
+    fig = schedule_figure(report.schedule)
+    bars = fig.axes[0].patches
+    assert len(bars) == len(report.schedule)
+    by_start = sorted((b.get_x(), b.get_x() + b.get_width()) for b in bars)
+    assert by_start[0][0] == min(s.start for s in report.schedule)
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == \
+        ["alice", "bob", "carol", "ab", "bc"]
+    page = calibration_report(report, tmp_path / "cal.html").read_text()
+    assert f"makespan {report.makespan_s:.0f} s" in page and "data:image/png;base64," in page
+    assert page.count("<tr>") >= len(report.results) + len(report.schedule)

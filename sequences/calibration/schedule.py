@@ -72,7 +72,12 @@ class Scheduler:
         with self.clock.participant("calibration"):
             with self._mutex:
                 self._dispatch()
-        self._finished.wait()
+        try:
+            self._finished.wait()
+        except BaseException as exc:  # Ctrl-C here: start nothing more
+            with self._mutex:
+                self._error = self._error or exc
+            raise
         if self._error is not None:
             raise self._error
         return sorted(self.slots, key=lambda s: (s.start, self.keys.index((s.cal, s.target))))
