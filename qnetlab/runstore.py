@@ -306,6 +306,7 @@ class Run:
             log.info("qcodes: %s", line)
         ds = self._saver.dataset
         self.guid, self.run_id = ds.guid, ds.captured_run_id
+        self._snapshot_raw = ds.snapshot_raw  # read here, holding the database
         day = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
         folder = self.store.data_dir / "runs" / day
         folder.mkdir(parents=True, exist_ok=True)
@@ -353,7 +354,7 @@ class Run:
         })
         # the station snapshot QCoDeS took as the run started (one snapshot per run: on a
         # large network a snapshot costs more than many measurements)
-        snapshot = self._saver.dataset.snapshot_raw if self.station is not None else None
+        snapshot = self._snapshot_raw if self.station is not None else None
         for key, block in (("snapshot", {}), ("calibration", self.calibration),
                            ("metadata", self.metadata)):
             text = snapshot if key == "snapshot" and snapshot else _json(block)
