@@ -206,7 +206,8 @@ def schedule_figure(schedule: Sequence[Any]) -> Any:
     ax.set_xlabel("lab time (s)")
     handles, labels = ax.get_legend_handles_labels()
     unique = dict(zip(labels, handles, strict=True))
-    ax.legend(unique.values(), unique.keys(), fontsize="small", loc="lower right")
+    ax.legend(unique.values(), unique.keys(), fontsize="small", loc="upper left",
+              bbox_to_anchor=(1.01, 1.0))  # beside the chart: bars stay visible
     span = max((s.end for s in schedule), default=0) - min((s.start for s in schedule),
                                                            default=0)
     ax.set_title(f"calibration schedule: makespan {span:.0f} s of lab time")
