@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import pyvisa
 from pyvisa import constants
 
+from qnetlab.clock import clock_of
 from qnetlab.errors import InstrumentConnectionError, InstrumentError, InstrumentTimeout
 
 if TYPE_CHECKING:
@@ -71,6 +72,7 @@ class DriverIO:
         """Cache the terminators and, for the session's life, silence the "warnings" chunked
         reads report (MAX_CNT, TERM_CHAR) through pyvisa's public ``ignore_warning``."""
         handle = self.visa_handle
+        self._use_clock_lock()
         self._wterm = (handle.write_termination or "").encode(handle.encoding)
         self._rterm = handle.read_termination or ""
         self._rterm_b = self._rterm.encode(handle.encoding)
@@ -84,6 +86,14 @@ class DriverIO:
             # a raw socket has no END: a pause mid-reply must not end the read (pyvisa-py
             # otherwise returns what has come so far as a whole reply)
             handle.set_visa_attribute(constants.ResourceAttribute.suppress_end_enabled, True)
+
+    def _use_clock_lock(self) -> None:
+        """Make the exchange lock the lab clock's own lock when it offers one (a simulated
+        lab's discrete-event clock): a thread waiting for this instrument (the watchdog's
+        alarm) then counts as blocked and lab time moves on for the others."""
+        make = getattr(clock_of(self.visa_handle.visalib), "lock", None)
+        if make is not None and self._io_depth == 0:
+            self._io_lock = make(f"{self.name} exchange")
 
     def _raw_socket(self) -> bool:
         """True on a real raw TCP socket session (``::SOCKET`` on pyvisa-py)."""

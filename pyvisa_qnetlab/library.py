@@ -128,6 +128,7 @@ class QnetlabVisaLibrary(SimVisaLibrary):
 
     def _build_lab(self, seed: int | None, profile: str | None = None) -> None:
         self.lab = Lab(self.lab_config, self.clock, seed, profile)
+        self.lab.lock = self.lock
         for canonical, info in self._resources.items():
             dev: PhysDevice = info["device"]
             model_path = info["dict"].get("x-model")

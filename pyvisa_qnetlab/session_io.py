@@ -10,6 +10,8 @@ from typing import Any
 
 from pyvisa import constants
 
+from qnetlab.clock import wait_releasing
+
 StatusCode = constants.StatusCode
 
 
@@ -60,28 +62,38 @@ class SessionIO:
         timeout_ms, _ = session.get_attribute(constants.ResourceAttribute.timeout_value)
         timeout_s = 1e9 if timeout_ms in (None, constants.VI_TMO_INFINITE) else timeout_ms / 1000
         with self.lock:
-            if not self.session_ok(session):
-                return b"", StatusCode.error_connection_lost
-            self._use(session)
-            if not self._output_buffers:
-                if self._input_buffer and self.scpi is not None:
-                    self.push_error("query_unterminated", "read before the message ended")
-                self.clock.advance(timeout_s)
-                return b"", StatusCode.error_timeout
-            wait = self._ready_at[0] - self.clock.now()
-            if wait > timeout_s:
-                self.clock.advance(timeout_s)
-                return b"", StatusCode.error_timeout
-            if wait > 0:
-                self.clock.advance(wait)
-            buf = self._output_buffers[0]
-            chunk = bytes(buf[:count])
-            del buf[:count]
-            if buf:
-                return chunk, StatusCode.success_max_count_read
-            self._output_buffers.popleft()
-            self._ready_at.popleft()
-            return chunk, StatusCode.success
+            while True:
+                if not self.session_ok(session):
+                    return b"", StatusCode.error_connection_lost
+                self._use(session)
+                if not self._output_buffers:
+                    if self._input_buffer and self.scpi is not None:
+                        self.push_error("query_unterminated", "read before the message ended")
+                    self._wait(timeout_s)
+                    return b"", StatusCode.error_timeout
+                wait = self._ready_at[0] - self.clock.now()
+                if wait > timeout_s:
+                    self._wait(timeout_s)
+                    return b"", StatusCode.error_timeout
+                if wait <= 0:
+                    return self._take(count)
+                self._wait(wait)  # the lab's lock may have been let go: look again
+
+    def _take(self, count: int) -> tuple[bytes, StatusCode]:
+        """Up to ``count`` bytes of the first queued reply (which is ready)."""
+        buf = self._output_buffers[0]
+        chunk = bytes(buf[:count])
+        del buf[:count]
+        if buf:
+            return chunk, StatusCode.success_max_count_read
+        self._output_buffers.popleft()
+        self._ready_at.popleft()
+        return chunk, StatusCode.success
+
+    def _wait(self, seconds: float) -> None:
+        """Lab time passing while a read waits: a discrete-event participant lets the lab's
+        lock go meanwhile (:func:`qnetlab.clock.wait_releasing`)."""
+        wait_releasing(self.clock, self.lock, seconds)
 
     def write_for(self, session: Any, data: bytes) -> tuple[int, StatusCode]:
         with self.lock:

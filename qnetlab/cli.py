@@ -314,28 +314,35 @@ def _installed_stopper() -> _SignalStopper | None:
 
 
 @contextmanager
-def operating(bundle: Any, runs: Any) -> Iterator[Any]:
+def operating(bundle: Any, runs: Any, per_site: bool = False) -> Iterator[Any]:
     """Sequences run guarded: the safety watchdog polls on the lab clock, and interruptions
     and instrument recoveries are written into the runs open at the time. If the sequence
     ends with any exception (Ctrl-C, SIGTERM, SIGHUP, a failure), every emitter and heater
     of the station goes to its safe state; the read-back travels with the exception
-    (``safe_state``) to the one line the CLI prints."""
-    from qnetlab.sequences.safety import default_watchdog, guarded, station_safe_state
+    (``safe_state``) to the one line the CLI prints. ``per_site``: one watchdog per node,
+    for sequences that operate several sites at once (a trip stops that site's work only)."""
+    from qnetlab.sequences import safety
 
     if hasattr(bundle, "operating"):  # site agents: each runs its own watchdog
         with bundle.operating(runs) as safe:
             yield safe
         return
     stopper = _installed_stopper()
-    watchdog = default_watchdog(bundle, poll_s=5.0, on_event=runs.log_event)
-    watchdog.stop_check = stopper.check if stopper is not None else None
+    if per_site:
+        dogs = safety.site_watchdogs(bundle, poll_s=5.0, on_event=runs.log_event)
+        guard = safety.guarded_sites(bundle, dogs)
+    else:
+        dogs = {"station": safety.default_watchdog(bundle, poll_s=5.0, on_event=runs.log_event)}
+        guard = safety.guarded(bundle, dogs["station"])
+    for dog in dogs.values():
+        dog.stop_check = stopper.check if stopper is not None else None
     try:
-        with bundle.recovery_listener(runs.log_event), guarded(bundle, watchdog) as safe:
+        with bundle.recovery_listener(runs.log_event), guard as safe:
             yield safe
     except BaseException as exc:
         if stopper is not None:
             stopper.cleaning = True
-        states = station_safe_state(bundle)
+        states = safety.station_safe_state(bundle)
         exc.safe_state = states  # type: ignore[attr-defined]
         raise
 
@@ -344,8 +351,8 @@ def _bar(label: str, length: int) -> Any:
     return click.progressbar(length=length, label=label, file=sys.stderr, show_pos=True)
 
 
-def _calibrate(ctx: Context, targets: tuple[str, ...] = (), force: bool = False
-               ) -> tuple[Any, Any, Any]:
+def _calibrate(ctx: Context, targets: tuple[str, ...] = (), force: bool = False,
+               serial: bool = False) -> tuple[Any, Any, Any]:
     from qnetlab.runstore import RunStore
     from qnetlab.sequences.calibration import CalibrationGraph, default_calibrations
 
@@ -354,10 +361,11 @@ def _calibrate(ctx: Context, targets: tuple[str, ...] = (), force: bool = False
         runs = RunStore(ctx.data)
         graph = CalibrationGraph(default_calibrations(), bundle.topology)
         total = len(graph.order(targets or None))
-        with _bar("calibrating", total) as bar, operating(bundle, runs) as safe:
+        with _bar("calibrating", total) as bar, operating(bundle, runs, not serial) as safe:
             report = _calibrate_on(bundle)(safe, targets=targets or None, force=force,
                                            data_dir=ctx.data, store=store, runs=runs,
-                                           progress=lambda r: bar.update(1))
+                                           progress=lambda r: bar.update(1),
+                                           workers=1 if serial else None)
     except BaseException:
         bundle.close()
         raise
@@ -472,10 +480,12 @@ def _demo_report(ctx: Context, store: Any, bundle: Any, cal: Any, result: Any,
 @click.option("--force", is_flag=True, help="Measure every node even if fresh.")
 @click.option("--approve", "approve", type=int, multiple=True, metavar="RECORD",
               help="Approve a held update (and the others held with it), then stop.")
+@click.option("--serial", is_flag=True,
+              help="One step at a time, in graph order (default: independent targets at once).")
 @_profile_option
 @pass_ctx
 def calibrate_cmd(ctx: Context, targets: tuple[str, ...], force: bool,
-                  approve: tuple[int, ...]) -> None:
+                  approve: tuple[int, ...], serial: bool) -> None:
     """Maintain the calibration graph (all targets, or TARGETS: nodes, links, cal:target)."""
     if approve:
         from qnetlab.runstore import RunStore
@@ -496,13 +506,26 @@ def calibrate_cmd(ctx: Context, targets: tuple[str, ...], force: bool,
         finally:
             bundle.close()
         return
-    bundle, _, report = _calibrate(ctx, targets, force)
+    bundle, _, report = _calibrate(ctx, targets, force, serial)
     bundle.close()
     click.echo(report.table())
+    _schedule_report(ctx, report)
     if not report.ok:
         failed = [r.key for r in report.results if r.status == "failed"]
         raise click.ClickException(f"calibration did not complete (failed: "
                                    f"{', '.join(failed) or 'see the table above'})")
+
+
+def _schedule_report(ctx: Context, report: Any) -> None:
+    """Write the calibration's page (outcomes, schedule, Gantt chart); print where."""
+    import datetime as dt
+
+    from qnetlab import report as reports
+
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+    path = reports.calibration_report(
+        report, ctx.data / "reports" / f"calibration_{stamp}.html")
+    click.echo(f"calibration report (schedule, Gantt chart): {path}")
 
 
 def _bases(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[str, ...]:

@@ -184,3 +184,49 @@ def dashboard(store: Any, graph: Any, now: float, out: Path) -> Path:
                 ("Held for approval", table(held, ("record", "quantity:target", "value",
                                                    "reason")) if held else "<p>none</p>")]
     return write(out, page("qnetlab calibration dashboard", sections))
+
+
+def schedule_figure(schedule: Sequence[Any]) -> Any:
+    """A Gantt chart of a calibration's schedule (``Report.schedule``: slots with ``cal``,
+    ``target``, ``start``, ``end``): one row per target, one bar per calibration step, in lab
+    time, so what ran at the same time is seen at a glance. A plain matplotlib ``Figure``."""
+    from matplotlib.figure import Figure
+
+    targets = list(dict.fromkeys(s.target for s in schedule))
+    cals = list(dict.fromkeys(s.cal for s in schedule))
+    colors = {c: f"C{i % 10}" for i, c in enumerate(cals)}
+    fig = Figure(figsize=(9, 1.2 + 0.3 * len(targets)))
+    ax = fig.add_subplot()
+    for slot in schedule:
+        row = targets.index(slot.target)
+        ax.barh(row, max(slot.end - slot.start, 0.5), left=slot.start, height=0.7,
+                color=colors[slot.cal], label=slot.cal)
+    ax.set_yticks(range(len(targets)), targets)
+    ax.invert_yaxis()
+    ax.set_xlabel("lab time (s)")
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles, strict=True))
+    ax.legend(unique.values(), unique.keys(), fontsize="small", loc="upper left",
+              bbox_to_anchor=(1.01, 1.0))  # beside the chart: bars stay visible
+    span = max((s.end for s in schedule), default=0) - min((s.start for s in schedule),
+                                                           default=0)
+    ax.set_title(f"calibration schedule: makespan {span:.0f} s of lab time")
+    fig.tight_layout()
+    return fig
+
+
+def calibration_report(report: Any, out: Path) -> Path:
+    """The HTML page of one calibration (a ``Report``): each node's outcome, the schedule
+    (start and end in lab time of each step) and its Gantt chart."""
+    rows = [(r.key, r.status + ("*" if r.diagnosed else ""), r.detail) for r in report.results]
+    slots = [(s.key, f"{s.start:.0f}", f"{s.end:.0f}", f"{s.end - s.start:.0f}",
+              ", ".join(s.resources)) for s in report.schedule]
+    sections = [
+        ("Outcome", f"<p>{len(report.results)} nodes; makespan {report.makespan_s:.0f} s of "
+                    f"lab time for {report.busy_s:.0f} s of steps; {report.wall_s:.1f} s wall"
+                    "</p>" + table(rows, ("calibration:target", "status", "detail"))),
+        ("Schedule", image(_png(schedule_figure(report.schedule)), "schedule (Gantt)")
+         + table(slots, ("calibration:target", "start (s)", "end (s)", "lab time (s)",
+                         "resources"))),
+    ]
+    return write(out, page("qnetlab calibration", sections))

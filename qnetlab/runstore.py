@@ -44,6 +44,7 @@ import h5py
 import hdf5plugin
 import numpy as np
 from qcodes.dataset import Measurement, load_or_create_experiment
+from qcodes.dataset.sqlite.connection import atomic
 from qcodes.parameters import ParameterBase
 from qcodes.utils import NumpyJSONEncoder
 
@@ -276,7 +277,9 @@ class Run:
 
     # --- lifecycle ----------------------------------------------------------------------------
     def __enter__(self) -> Run:
-        with self.store.database():
+        # one transaction for the QCoDeS run's creation (a few dozen statements that QCoDeS
+        # would commit one by one, each a disk sync): all of it or none, and fast
+        with self.store.database() as conn, atomic(conn):
             self._start_qcodes_run()
         try:
             self._open_hdf5()
@@ -303,6 +306,7 @@ class Run:
             log.info("qcodes: %s", line)
         ds = self._saver.dataset
         self.guid, self.run_id = ds.guid, ds.captured_run_id
+        self._snapshot_raw = ds.snapshot_raw  # read here, holding the database
         day = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
         folder = self.store.data_dir / "runs" / day
         folder.mkdir(parents=True, exist_ok=True)
@@ -348,12 +352,15 @@ class Run:
             "proc_start": self.process["proc_start"],
             "lab_time_start": self.clock.now() if self.clock is not None else np.nan,
         })
-        snapshot = {"station": self.station.snapshot()} if self.station is not None else {}
-        for key, block in (("snapshot", snapshot), ("calibration", self.calibration),
+        # the station snapshot QCoDeS took as the run started (one snapshot per run: on a
+        # large network a snapshot costs more than many measurements)
+        snapshot = self._snapshot_raw if self.station is not None else None
+        for key, block in (("snapshot", {}), ("calibration", self.calibration),
                            ("metadata", self.metadata)):
+            text = snapshot if key == "snapshot" and snapshot else _json(block)
             # fixed-length UTF-8 bytes: stored in the dataset itself, so h5py's storage size
             # counts them (a variable-length string lives in the global heap, uncounted)
-            f.create_dataset(key, data=np.bytes_(_json(block).encode()))
+            f.create_dataset(key, data=np.bytes_(text.encode()))
         group, tails = f.create_group("streams"), f.create_group("tails")
         for name, (fields, units) in self._stream_specs.items():
             self.streams[name] = Stream(group.create_group(name), tails, name, fields, units,
@@ -512,7 +519,15 @@ class Run:
 
     @property
     def dataset(self) -> Any:
+        """The QCoDeS dataset (write to it through :meth:`add_metadata`: the connection is
+        shared by the threads of the process)."""
         return self._saver.dataset
+
+    def add_metadata(self, key: str, value: Any) -> None:
+        """Add metadata to the run's QCoDeS dataset, holding the store's database (safe
+        while other threads' runs write)."""
+        with self.store.database():
+            self._saver.dataset.add_metadata(key, value)
 
 
 def finalize_file(path: str | os.PathLike[str], attrs: Mapping[str, Any]) -> Path:

@@ -139,7 +139,10 @@ class Watchdog:
         #: Called first at every poll of the sequence's own waits: raises to stop the sequence
         #: at this safe point (the CLI's pending SIGTERM/SIGHUP).
         self.stop_check: Callable[[], None] | None = None
-        self._poll_lock = threading.RLock()  # the sequence's polls and the in-call ones
+        # the sequence's polls and the in-call ones (the clock's own lock on a discrete-event
+        # clock: an alarm's poll may wait there for an instrument)
+        self._poll_lock = clock.lock("watchdog") if hasattr(clock, "lock") \
+            else threading.RLock()
         self._polling = False
         self._in_wait = False  # the sequence's own wait polls: in-call polls stand aside
         self._last_poll: float | None = None  # lab time of the last poll (any kind)
@@ -321,6 +324,9 @@ class GuardedClock:
     def sleep(self, seconds: float) -> None:
         self.watchdog.sleep(seconds)
 
+    def __getattr__(self, name: str) -> Any:  # lock, participant, spawn: the inner clock's
+        return getattr(self.inner, name)
+
 
 def pump_safe_actions(pumps: Sequence[Any]) -> tuple[Callable[[], None], Callable[[], None]]:
     """Safe action (output off) and the resume that restores what it found."""
@@ -358,6 +364,96 @@ def default_watchdog(bundle: StationBundle, *, ceiling_k: float = 0.02,
               if hasattr(c, "check_reset")]
     return Watchdog(bundle.clock, conditions, safe, resume, poll_s, settle_s, on_event,
                     health=resets, instruments=pumps)
+
+
+def site_watchdogs(bundle: StationBundle, *, ceiling_k: float = 0.02,
+                   hard_ceiling_k: float = 0.045, max_rate_k_per_s: float = 5e-4,
+                   max_pump_dbm: float = 8.0, poll_s: float = 1.0, settle_s: float = 120.0,
+                   on_event: Callable[[dict[str, Any]], None] | None = None
+                   ) -> dict[str, Watchdog]:
+    """One watchdog per node (site): its fridge's and pump's conditions, a safe action on its
+    own pump only. When several sites are operated at once, a trip at one suspends and makes
+    safe that site's work, not the others'."""
+    resets = {name: c.check_reset for name, c in bundle.station.components.items()
+              if hasattr(c, "check_reset")}
+    dogs = {}
+    for node in bundle.topology.nodes:
+        inst = bundle.node(node)
+        conditions = [mxc_ceiling(inst["fridge"], ceiling_k),
+                      mxc_ceiling(inst["fridge"], hard_ceiling_k, hard=True),
+                      mxc_rate(inst["fridge"], bundle.clock, max_rate_k_per_s),
+                      pump_power(inst["pump"], max_pump_dbm), fridge_interlock(inst["gas"])]
+        safe, resume = pump_safe_actions([inst["pump"]])
+        health = [resets[i.name] for i in inst.values() if i.name in resets]
+        dogs[node] = Watchdog(bundle.clock, conditions, safe, resume, poll_s, settle_s,
+                              on_event, health=health, instruments=[inst["pump"]])
+    return dogs
+
+
+_SITES = threading.local()
+
+
+@contextmanager
+def working_on(sites: Sequence[str]) -> Iterator[None]:
+    """Mark the calling thread's work as concerning ``sites`` (node names): its waits go
+    through those sites' watchdogs only (see :class:`SiteGuardedClock`)."""
+    before = getattr(_SITES, "sites", None)
+    _SITES.sites = tuple(sites)
+    try:
+        yield
+    finally:
+        _SITES.sites = before
+
+
+class SiteGuardedClock:
+    """The clock concurrent sequences see: a wait goes through the watchdogs of the sites the
+    calling thread works on (:func:`working_on`; every site's when it names none). The first
+    of them polls through the wait; the others are checked (and held while suspended) at its
+    end, their alarms keeping watch meanwhile."""
+
+    def __init__(self, watchdogs: dict[str, Watchdog], inner: Clock) -> None:
+        self.watchdogs = watchdogs
+        self.inner = inner
+        self.is_virtual = getattr(inner, "is_virtual", False)
+
+    def now(self) -> float:
+        return self.inner.now()
+
+    def _mine(self) -> list[Watchdog]:
+        sites = getattr(_SITES, "sites", None)
+        chosen = [self.watchdogs[s] for s in sites or () if s in self.watchdogs]
+        return chosen if sites is not None else list(self.watchdogs.values())
+
+    def sleep(self, seconds: float) -> None:
+        dogs = self._mine()
+        if not dogs:
+            self.inner.sleep(seconds)
+            return
+        dogs[0].sleep(seconds)
+        for dog in dogs[1:]:
+            dog.checkpoint()
+
+    def __getattr__(self, name: str) -> Any:  # lock, participant, spawn: the inner clock's
+        return getattr(self.inner, name)
+
+
+@contextmanager
+def guarded_sites(bundle: StationBundle, watchdogs: dict[str, Watchdog]
+                  ) -> Iterator[StationBundle]:
+    """As :func:`guarded`, with one watchdog per site (:func:`site_watchdogs`)."""
+    clock = SiteGuardedClock(watchdogs, bundle.clock)
+    instruments = [c for c in bundle.station.components.values() if hasattr(c, "clock")]
+    before = [(inst, inst.clock) for inst in instruments]
+    for inst in instruments:
+        inst.clock = clock
+    stops = [watch_in_calls(dog) for dog in watchdogs.values()]
+    try:
+        yield bundle._replace(clock=clock)
+    finally:
+        for stop in stops:
+            stop()
+        for inst, old in before:
+            inst.clock = old
 
 
 def station_safe_state(bundle: StationBundle) -> dict[str, str]:

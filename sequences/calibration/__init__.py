@@ -62,12 +62,15 @@ def calibrate(bundle: StationBundle, *, targets: Iterable[str] | None = None,
               force: bool = False, data_dir: str | os.PathLike[str] | None = None,
               calibrations: list[Calibration] | None = None,
               progress: Callable[[NodeResult], None] | None = None,
-              store: CalibrationStore | None = None, runs: RunStore | None = None) -> Report:
-    """Maintain the calibration graph of ``bundle`` (all targets unless ``targets``)."""
+              store: CalibrationStore | None = None, runs: RunStore | None = None,
+              workers: int | None = None) -> Report:
+    """Maintain the calibration graph of ``bundle`` (all targets unless ``targets``),
+    independent targets at once (``workers=1``: one step after another, in graph order)."""
     store = store or CalibrationStore(data_dir)
     runs = runs or RunStore(data_dir)
     graph = CalibrationGraph(calibrations or default_calibrations(), bundle.topology)
-    calibrator = Calibrator(graph, CalContext(bundle, runs, store), progress=progress)
+    calibrator = Calibrator(graph, CalContext(bundle, runs, store), progress=progress,
+                            workers=workers)
     return calibrator.maintain(targets, force=force)
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,10 +38,12 @@ from typing import Any, ClassVar
 import networkx as nx
 
 from qnetlab.runstore import Run, RunStore
+from qnetlab.sequences.safety import working_on
 from qnetlab.stations import StationBundle, Topology
 from qnetlab.uncertain import plus_minus
 
 from .lock import CalibrationLock, print_waiting
+from .schedule import Scheduler, Slot
 from .store import CalibrationStore, NodeState, Record
 
 log = logging.getLogger("qnetlab.calibration")
@@ -102,6 +105,20 @@ class Calibration:
                 raise TypeError(f"{type(self).__name__} has no option {key!r}")
             setattr(self, key, value)
 
+    def resources(self, topology: Topology, target: str) -> frozenset[str]:
+        """What a step on ``target`` uses, so that steps sharing one never run at once: a
+        node's instruments (``node:<name>``), a heralding station (``herald:<name>``), a link.
+        A herald step also drives the pumps of the nodes it heralds; a link step both ends
+        and its herald. Override for a calibration that uses more (or less)."""
+        if self.scope == "node":
+            return frozenset({f"node:{target}"})
+        if self.scope == "herald":
+            ends = {n for lk in topology.links.values() if lk.herald == target for n in lk.nodes}
+            return frozenset({f"herald:{target}"} | {f"node:{n}" for n in ends})
+        link = topology.links[target]
+        return frozenset({f"link:{target}", f"herald:{link.herald}"}
+                         | {f"node:{n}" for n in link.nodes})
+
     def check_data(self, ctx: CalContext, target: str) -> Check:
         raise NotImplementedError
 
@@ -129,6 +146,20 @@ class Report:
     results: list[NodeResult]
     lab_time_s: float
     wall_s: float
+    #: each step's lab-time start and end and what it held, in the order they started
+    schedule: list[Slot] = field(default_factory=list)
+
+    @property
+    def makespan_s(self) -> float:
+        """Lab time from the first step's start to the last one's end."""
+        if not self.schedule:
+            return 0.0
+        return max(s.end for s in self.schedule) - min(s.start for s in self.schedule)
+
+    @property
+    def busy_s(self) -> float:
+        """The sum of the steps' lab times: what one after another would take."""
+        return sum(s.end - s.start for s in self.schedule)
 
     @property
     def ok(self) -> bool:
@@ -149,6 +180,9 @@ class Report:
         lines.append(f"{len(self.results)} nodes; lab time {self.lab_time_s:.0f} s in "
                      f"{self.wall_s:.1f} s wall ({'ok' if self.ok else 'NOT OK'}); "
                      "* found by diagnose")
+        if self.schedule:
+            lines.append(f"makespan {self.makespan_s:.0f} s of lab time for "
+                         f"{self.busy_s:.0f} s of steps")
         return "\n".join(lines)
 
 
@@ -162,14 +196,52 @@ class CalContext:
         self.store = store
         self.clock = bundle.clock
         self.figures = figures
-        self.current_runs: list[Run] = []
+        self._local = threading.local()  # concurrent steps: each thread its own runs
+        self._stations: dict[tuple[str, ...], Any] = {}
+
+    @property
+    def current_runs(self) -> list[Run]:
+        """The runs the calling thread's step has taken so far."""
+        runs = getattr(self._local, "runs", None)
+        if runs is None:
+            runs = self._local.runs = []
+        return runs
+
+    @current_runs.setter
+    def current_runs(self, runs: list[Run]) -> None:
+        self._local.runs = runs
 
     @property
     def topology(self) -> Topology:
         return self.bundle.topology
 
+    def station_for(self, cal: Calibration, target: str) -> Any:
+        """The part of the station a step uses (the instruments of its resources, plus the
+        components of no node or station): what its runs snapshot. The rest of the station
+        belongs to steps running meanwhile, and snapshotting every instrument of a large
+        network for every run would cost more than the measurements."""
+        held = cal.resources(self.topology, target)
+        key = tuple(sorted(held))
+        station = self._stations.get(key)
+        if station is None:
+            from qcodes.station import Station
+
+            topo, comps = self.topology, self.bundle.station.components
+            owned = {spec.qnu for spec in topo.heralds.values()} | {
+                inst.name for n in topo.nodes for inst in self.bundle.node(n).values()}
+            mine = {self.bundle.instrument(topo.heralds[r[7:]].qnu).name
+                    for r in held if r.startswith("herald:")} | {
+                inst.name for r in held if r.startswith("node:")
+                for inst in self.bundle.node(r[5:]).values()}
+            station = Station(*(c for name, c in comps.items()
+                                if name in mine or name not in owned),
+                              default=False, update_snapshot=False)
+            station = self._stations.setdefault(key, station)
+        return station
+
     def new_run(self, cal: Calibration, target: str, kind: str) -> Run:
-        run = self.runs.run(f"{cal.name}.{kind}", station=self.bundle.station, clock=self.clock,
+        run = self.runs.run(f"{cal.name}.{kind}", station=self.station_for(cal, target),
+                            clock=self.clock,
                             sample=target, calibration=self.store.as_dict(),
                             metadata={"calibration": cal.name, "target": target, "step": kind})
         self.current_runs.append(run)
@@ -185,7 +257,7 @@ class CalContext:
             figure.tight_layout()
             path = run.hdf5_path.with_suffix(".png")
             figure.savefig(path, dpi=90)
-            run.dataset.add_metadata("qnetlab_figure", str(path))
+            run.add_metadata("qnetlab_figure", str(path))
 
 
 class CalibrationGraph:
@@ -275,10 +347,13 @@ class Calibrator:
 
     def __init__(self, graph: CalibrationGraph, ctx: CalContext,
                  progress: Callable[[NodeResult], None] | None = None,
-                 on_wait: Callable[[str], None] | None = print_waiting) -> None:
+                 on_wait: Callable[[str], None] | None = print_waiting,
+                 workers: int | None = None) -> None:
         self.graph = graph
         self.ctx = ctx
         self.progress = progress
+        #: steps at once (None: as many as the resources allow; 1: one after another)
+        self.workers = workers
         self.states: dict[Key, NodeState] = {}
         self.lock = CalibrationLock(ctx.store.path.parent, on_wait=on_wait)
 
@@ -447,39 +522,54 @@ class Calibrator:
         self._catch_up_instruments()
         t_lab = clock.now()
         self._results: dict[Key, NodeResult] = {}
-        for key in self.graph.order(targets):
-            if key in self._results:
-                continue
-            result = NodeResult(*key, status="fresh")
-            bad_deps = [d for d in self.graph.dependencies(key)
-                        if self._results.get(d) is not None
-                        and self._results[d].status in ("failed", "blocked", "held")]
-            if bad_deps:
-                result.status = "blocked"
-                result.detail = "needs " + ", ".join(
-                    f"{d[0]}:{d[1]} ({self._results[d].status})" for d in bad_deps)
-            elif missing := self._incomplete(key):
+        order = self.graph.order(targets)
+        scheduler = Scheduler(clock, order, self.graph.dependencies, self._resources,
+                              lambda key: self._settle(key, force), self.workers)
+        schedule = scheduler.run()
+        ordered = [self._results[k] for k in order if k in self._results]
+        return Report(ordered, clock.now() - t_lab, time.perf_counter() - t_wall, schedule)
+
+    def _resources(self, key: Key) -> frozenset[str]:
+        return self.graph.calibrations[key[0]].resources(self.graph.topology, key[1])
+
+    def _settle(self, key: Key, force: bool) -> None:
+        """One node of the graph, its waits watched by the watchdogs of the sites it uses."""
+        sites = sorted(r.partition(":")[2] for r in self._resources(key) if r.startswith("node:"))
+        with working_on(sites):
+            self._settle_node(key, force)
+
+    def _settle_node(self, key: Key, force: bool) -> None:
+        """Blocked, fresh, in spec or (diagnosed and) recalibrated."""
+        if key in self._results:
+            return
+        result = NodeResult(*key, status="fresh")
+        bad_deps = [d for d in self.graph.dependencies(key)
+                    if self._results.get(d) is not None
+                    and self._results[d].status in ("failed", "blocked", "held")]
+        if bad_deps:
+            result.status = "blocked"
+            result.detail = "needs " + ", ".join(
+                f"{d[0]}:{d[1]} ({self._results[d].status})" for d in bad_deps)
+        elif missing := self._incomplete(key):
+            self._calibrate(key, result)
+            if result.status == "calibrated":
+                result.detail = f"incomplete record (no {', '.join(missing)}) -> " \
+                                f"{result.detail}"
+        elif not force and self.check_state(key, self.ctx.clock.now()):
+            result.detail = "fresh (no measurement)"
+        else:
+            check = self._check(key, result)
+            if check.outcome is Outcome.IN_SPEC:
+                result.status, result.detail = "in_spec", check.detail
+                self._stamp(key, check.detail)
+            else:
+                if check.outcome is Outcome.BAD_DATA:
+                    self.diagnose(key, result, {key})
                 self._calibrate(key, result)
                 if result.status == "calibrated":
-                    result.detail = f"incomplete record (no {', '.join(missing)}) -> " \
-                                    f"{result.detail}"
-            elif not force and self.check_state(key, clock.now()):
-                result.detail = "fresh (no measurement)"
-            else:
-                check = self._check(key, result)
-                if check.outcome is Outcome.IN_SPEC:
-                    result.status, result.detail = "in_spec", check.detail
-                    self._stamp(key, check.detail)
-                else:
-                    if check.outcome is Outcome.BAD_DATA:
-                        self.diagnose(key, result, {key})
-                    self._calibrate(key, result)
-                    if result.status == "calibrated":
-                        result.detail = f"{check.outcome} ({check.detail}) -> {result.detail}"
-            self._results[key] = result
-            self._emit(result)
-        ordered = [self._results[k] for k in self.graph.order(targets) if k in self._results]
-        return Report(ordered, clock.now() - t_lab, time.perf_counter() - t_wall)
+                    result.detail = f"{check.outcome} ({check.detail}) -> {result.detail}"
+        self._results[key] = result
+        self._emit(result)
 
     def approve(self, record_id: int) -> list[int]:
         """Approve a held update and the others held with it (same run): make them live and

@@ -19,6 +19,7 @@ import datetime as dt
 import fcntl
 import os
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -75,12 +76,60 @@ class NodeState:
     detail: str = ""
 
 
+class _LockedConnection:
+    """A SQLite connection shared by the threads of one process (concurrent calibration
+    steps): one statement at a time, its rows read before the lock goes, and a transaction
+    holds the lock throughout (:meth:`CalibrationStore.transaction`), so one thread's
+    statements never land inside another's transaction. Nothing waits on the lab clock while
+    holding it."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.mutex = threading.RLock()
+
+    def execute(self, sql: str, args: tuple[Any, ...] = ()) -> _Rows:
+        with self.mutex:
+            cur = self.conn.execute(sql, args)
+            return _Rows(cur.fetchall(), cur.lastrowid)
+
+    def executescript(self, script: str) -> None:
+        with self.mutex:
+            self.conn.executescript(script)
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.conn.in_transaction
+
+    def close(self) -> None:
+        with self.mutex:
+            self.conn.close()
+
+    def __getattr__(self, name: str) -> Any:  # the rest of the connection's interface
+        return getattr(self.conn, name)
+
+
+class _Rows(list):
+    """A statement's rows, read while the connection was locked (a cursor's interface)."""
+
+    def __init__(self, rows: list[Any], lastrowid: int | None) -> None:
+        super().__init__(rows)
+        self.lastrowid = lastrowid
+
+    def fetchone(self) -> Any:
+        return self[0] if self else None
+
+    def fetchall(self) -> list[Any]:
+        return list(self)
+
+
 class CalibrationStore:
-    """Calibration records and engine state; ``calibration.db`` in the data directory."""
+    """Calibration records and engine state; ``calibration.db`` in the data directory.
+    Thread-safe: concurrent calibration steps share one store."""
 
     def __init__(self, data_dir: str | os.PathLike[str] | None = None) -> None:
         self.path = Path(resolve_data_dir(data_dir)) / "calibration.db"
-        self._conn = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_S)
+        self._conn = _LockedConnection(sqlite3.connect(
+            self.path, isolation_level=None, timeout=BUSY_TIMEOUT_S, check_same_thread=False))
         self._depth, self._writing = 0, False  # nesting and kind of transaction()
         self._init_schema()
         #: :meth:`version` of the live values this process has put on its instruments (or
@@ -106,6 +155,10 @@ class CalibrationStore:
         lock up front (``BEGIN IMMEDIATE``) so that what it reads is what it writes against.
         Nested calls join the outer transaction (a write may not nest in a read: upgrading a
         snapshot to a writer fails at once when another process wrote meanwhile)."""
+        with self._conn.mutex:
+            yield from self._transaction(write)
+
+    def _transaction(self, write: bool) -> Iterator[None]:
         if self._depth:
             if write and not self._writing:
                 raise RuntimeError("a calibration-store write inside a read transaction")

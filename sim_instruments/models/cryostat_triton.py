@@ -63,7 +63,7 @@ class TritonModel(DeviceModel):
 
     def slow(self) -> None:
         """Charge the reply's lab time (static replies go through here too)."""
-        self.lab.clock.advance(self.REPLY_S)
+        self.lab.wait(self.REPLY_S)
         self.lab.sync()
 
     def idn(self) -> str:

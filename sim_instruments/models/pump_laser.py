@@ -109,7 +109,7 @@ class PumpLaserModel(DeviceModel):
             raise InstrumentRefusal("data_out_of_range", f"wavelength {wavelength:.6e} m outside "
                                     f"the {self.MODEL}'s {low:.3e}..{high:.3e} m")
         self._change("wavelength", min(max(wavelength, low), high))
-        self.lab.clock.advance(self.wavelength_settle_s)
+        self.lab.wait(self.wavelength_settle_s)
 
     def set_wavelength(self, value: float) -> float:
         self._tune(value)
@@ -238,7 +238,7 @@ class PumpLaserModel(DeviceModel):
         grid = self._sweep_grid()
         self.manual_index = min(max(self.manual_index + delta, 0), grid.size - 1)
         self._change("wavelength", float(grid[self.manual_index]))
-        self.lab.clock.advance(self.step_settle_s)
+        self.lab.wait(self.step_settle_s)
 
     def step_next(self) -> None:
         self._manual_step(+1)

@@ -95,7 +95,7 @@ class QnuModel(DeviceModel):
     def _integrate(self, seconds: float) -> float:
         """A measurement that takes ``seconds`` of lab time; returns the time it started."""
         t = self.now()
-        self.lab.clock.advance(seconds)
+        self.lab.wait(seconds)
         return t
 
     # --- transducer ----------------------------------------------------------------------

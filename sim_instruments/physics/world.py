@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from qnetlab.clock import VirtualClock
+from qnetlab.clock import VirtualClock, wait_releasing
 
 from . import constants as k_
 from .cryostat import DilutionFridge
@@ -303,12 +303,21 @@ class Lab:
         #: the instrument models' request bookkeeping (``models.link_requests.LinkLayer``),
         #: made by the first QNU model that needs it
         self.link_layer: Any = None
+        #: the lock the backend holds while an instrument handles a command (set by it)
+        self.lock: Any = None
 
     def rng(self, *names: str) -> np.random.Generator:
         return np.random.default_rng(stream_seed(self.seed, *names))
 
     def now(self) -> float:
         return self.clock.now()
+
+    def wait(self, seconds: float) -> None:
+        """Let ``seconds`` of lab time pass inside an instrument (a settling, a slow reply, a
+        measurement): the one way models charge lab time. A discrete-event participant lets
+        the lab's lock go while it waits, so other sites' instruments go on; anyone else
+        advances the clock at once."""
+        wait_releasing(self.clock, self.lock, seconds)
 
     def sync(self) -> float:
         """Bring every time-dependent state up to the clock; returns the time."""
