@@ -160,7 +160,7 @@ class OpticalSwitchModel(DeviceModel):
         t = self.now()
         settle = max(self.fabric.dark_until.values(), default=t)
         if settle > t:
-            self.lab.clock.advance(settle - t)
+            self.lab.wait(settle - t)
             self.lab.sync()
         return "1"
 
