@@ -165,17 +165,28 @@ class AgentStation:
     """What the run store and QCoDeS ask of ``bundle.station``: a snapshot (gathered from every
     agent at once, from the instruments' caches) and the components by name."""
 
-    def __init__(self, bundle: AgentBundle) -> None:
+    def __init__(self, bundle: AgentBundle, names: frozenset[str] | None = None) -> None:
         self._bundle = bundle
+        self._names = names
+
+    def _mine(self, name: str) -> bool:
+        return self._names is None or name in self._names
 
     @property
     def components(self) -> dict[str, Any]:
-        return {n: self._bundle.instrument(n) for n in self._bundle._site_of}
+        return {n: self._bundle.instrument(n) for n in self._bundle._site_of if self._mine(n)}
+
+    def subset(self, names: set[str] | frozenset[str]) -> AgentStation:
+        """The same station restricted to the instruments ``names`` (what one calibration
+        step's runs snapshot: the instruments of the resources it holds)."""
+        return AgentStation(self._bundle, frozenset(names))
 
     def snapshot(self, update: Any = False) -> dict[str, Any]:
-        return {"instruments": self._bundle.transport.snapshots(), "parameters": {},
+        instruments = {n: snap for n, snap in self._bundle.transport.snapshots().items()
+                       if self._mine(n)}
+        return {"instruments": instruments, "parameters": {},
                 "components": {}, "config": None,
-                "qnetlab_agents": {s: list(site.instruments)
+                "qnetlab_agents": {s: [n for n in site.instruments if self._mine(n)]
                                    for s, site in self._bundle.transport.sites.items()}}
 
 

@@ -139,7 +139,6 @@ def test_a_sites_watchdog_makes_only_its_site_safe(sim_lab):
             for node in ("alice", "bob"):
                 pump = bundle.node(node)["pump"]
                 pump.output("on")
-                pump.shutter("open")
             lab.faults.excursion("alice", power_w=3e-3, duration_s=3600)
             bundle.clock.sleep(600)
             bob = bundle.node("bob")["pump"]

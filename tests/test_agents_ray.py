@@ -119,8 +119,9 @@ def test_a_killed_site_restarts_safe_and_the_calibration_resumes(ray_sites, serv
         seen_at_restart: dict[str, object] = {}
 
         def kill_bob_after_its_cavity(result) -> None:
-            # bob's pump was left on (output on, shutter closed) by its cavity sweep
+            # bob's laser on (as a step between measurements leaves it) when its agent dies
             if (result.cal, result.target) == ("pump_cavity", "bob") and not killed:
+                bundle.node("bob")["pump"].output("on")
                 assert world.nodes["bob"].pump.output_on
                 os.kill(pids["bob"], signal.SIGKILL)
                 killed.append("bob")

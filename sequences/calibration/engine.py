@@ -233,9 +233,12 @@ class CalContext:
                     for r in held if r.startswith("herald:")} | {
                 inst.name for r in held if r.startswith("node:")
                 for inst in self.bundle.node(r[5:]).values()}
-            station = Station(*(c for name, c in comps.items()
-                                if name in mine or name not in owned),
-                              default=False, update_snapshot=False)
+            names = [name for name in comps if name in mine or name not in owned]
+            if hasattr(self.bundle.station, "subset"):  # a station of site agents
+                station = self.bundle.station.subset(frozenset(names))
+            else:
+                station = Station(*(comps[name] for name in names), default=False,
+                                  update_snapshot=False)
             station = self._stations.setdefault(key, station)
         return station
 
@@ -251,12 +254,18 @@ class CalContext:
         rec = self.store.current(quantity, target)
         return None if rec is None else rec.value
 
+    #: Matplotlib draws through process-wide state that is not thread-safe (its mathtext
+    #: parser fails at random when two threads render labels at once): steps running at the
+    #: same time in wall time (a served lab, hardware) draw one figure at a time.
+    _drawing: ClassVar[threading.Lock] = threading.Lock()
+
     def save_figure(self, run: Run, figure: Any) -> None:
         """Save a fit figure as PNG beside the run's HDF5 file; the run's metadata points to it."""
         if self.figures and run.hdf5_path is not None:
-            figure.tight_layout()
             path = run.hdf5_path.with_suffix(".png")
-            figure.savefig(path, dpi=90)
+            with self._drawing:  # never waits on the lab clock while held
+                figure.tight_layout()
+                figure.savefig(path, dpi=90)
             run.add_metadata("qnetlab_figure", str(path))
 
 

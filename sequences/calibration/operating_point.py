@@ -217,5 +217,4 @@ class PumpOperatingPoint(Calibration):
         axes[1].set(ylabel="efficiency")
         axes[2].set(ylabel="added noise", xlabel="pump power (dBm)", yscale="log")
         axes[0].legend(fontsize=7, ncol=3)
-        fig.tight_layout()
         ctx.save_figure(run, fig)
