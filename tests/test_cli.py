@@ -102,7 +102,7 @@ def test_entangle_status_runs_and_reports(demo_data):
     status = qnetlab(data, "status")
     assert status.returncode == 0, status.stderr
     assert "fridge interlock" in status.stdout and "link_phase:ab" in status.stdout
-    assert re.search(r"^alice\s+[0-9.]+ mK\s+OK\s+free\s+-99.00 dBm$", status.stdout, re.M)
+    assert re.search(r"^alice\s+[0-9.]+ mK\s+OK\s+off\s+-99.00 dBm$", status.stdout, re.M)
     runs = qnetlab(data, "runs", "--limit", "5")
     assert runs.returncode == 0 and len(runs.stdout.splitlines()) == 6
     first = runs.stdout.splitlines()[1].split()[0]
