@@ -29,6 +29,8 @@ import click
 from click.core import ParameterSource
 
 from .datadir import data_dir as resolve_data_dir
+from .service.cli import serve as serve_group
+from .service.remote import RemoteAwareGroup, server_options
 from .sim_cli import sim as sim_group
 from .uncertain import plus_minus
 
@@ -106,7 +108,8 @@ def _writable_data_dir(option: str | None) -> Path:
 pass_ctx = click.make_pass_decorator(Context, ensure=True)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=RemoteAwareGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@server_options  # --server URL, --key-file: the commands on a service (qnetlab/service/remote.py)
 @click.option("--station", default=DEMO_STATION, show_default=True,
               help="Station file: a bundled name (sim_node, sim_link, sim_chain) or a path.")
 @click.option("--data", envvar="QNETLAB_DATA", default=None, metavar="DIR",
@@ -768,6 +771,7 @@ def _one_line(exc: BaseException) -> str:
 
 
 main.add_command(sim_group)  # `qnetlab sim serve` (qnetlab/sim_cli.py)
+main.add_command(serve_group)  # `qnetlab serve`, `qnetlab serve keys ...` (service/cli.py)
 
 
 def run_cli(argv: list[str] | None = None,
