@@ -8,7 +8,6 @@ refused or not, is appended to the audit log by :func:`_audit` with its outcome.
 line in ``detail``; bad input names the parameter, the value and what is allowed (422).
 """
 
-from __future__ import annotations
 
 import asyncio
 import ipaddress

@@ -131,8 +131,12 @@ def serve(opts: ServeOptions, echo: Any = print) -> None:
                                 access_log=False, **ssl_args)
         try:
             uvicorn.Server(config).run()
+        except KeyboardInterrupt:  # uvicorn re-raises the SIGINT/SIGTERM it shut down on
+            pass
         finally:
             executor.stop()
+            audit.append("service", "stop", f"pid {os.getpid()}", "lab in its safe state")
+        echo("qnetlab serve: stopped; the lab is in its safe state")
     finally:
         lock.release()
 
