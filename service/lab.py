@@ -30,9 +30,18 @@ SETTINGS = {
                       "it is hazardous",
     "pump_emission": "pump laser emission, 'on' (hazardous) or 'off'",
     "mxc_heater_setpoint_k": "mixing-chamber heater PID set-point (K; hazardous)",
+    "mxc_heater_percent": "mixing-chamber heater open-loop output (%; hazardous unless 0, "
+                          "which turns it off)",
     "still_heater_percent": "still heater output (%; hazardous)",
 }
 """The instrument writes the service allows (``POST /api/instrument``)."""
+
+
+def safe_direction(setting: str, value: Any) -> bool:
+    """Writes that only make the lab safer (emission off, MXC heater off): allowed to anyone
+    with ``write:instrument`` and never vetoed by the watchdog."""
+    return (setting, value) in (("pump_emission", "off"), ("mxc_heater_percent", 0),
+                                ("mxc_heater_percent", 0.0))
 
 
 class Vetoed(Exception):
@@ -59,6 +68,7 @@ class Lab:
         self.safe: Any = None
         self.watchdog: Any = None
         self.next_maintenance: float | None = None
+        self._made_safe = False
 
     # -- bring up and down (lab thread) --------------------------------------------------
 
@@ -106,6 +116,9 @@ class Lab:
             except Exception as exc:  # a hard trip: the watchdog is now aborted (final)
                 self.runs.log_event({"lab_time": clock.now(), "kind": "service",
                                      "detail": f"watchdog: {exc}"})
+        if self.watchdog.state == "aborted" and not self._made_safe:
+            self._made_safe = True  # a hard trip: every emitter and heater off, once
+            self._safe_state()
         self.refresh()
 
     def maintenance_due(self) -> bool:
@@ -135,7 +148,8 @@ class Lab:
     def run(self, kind: str, params: dict[str, Any]) -> dict[str, Any]:
         """Run one job; returns its result (raises with a one-line reason on failure)."""
         reason = self.veto()
-        if reason is not None:
+        if reason is not None and not (kind == "instrument" and safe_direction(
+                params.get("setting", ""), params.get("value"))):
             raise Vetoed(reason)
         try:
             if kind in ("request", "entangle"):
@@ -179,13 +193,12 @@ class Lab:
 
     def is_hazardous(self, node: str, setting: str, value: Any) -> bool:
         """Heater and fridge set-points, emission on, and pump power above the calibrated
-        operating point (or any increase when the node has none) need ``write:hazardous``."""
+        operating point (or any power when the node has none) need ``write:hazardous``.
+        Called from the HTTP threads: reads only the snapshot."""
         if setting == "pump_power_dbm":
-            point = self.store.as_dict().get("pump_power_dbm", {}).get(node)
+            point = self.snapshot().get("operating_points", {}).get(node)
             return point is None or float(value) > float(point)
-        if setting == "pump_emission":
-            return value == "on"
-        return True
+        return not safe_direction(setting, value)
 
     def set_instrument(self, node: str, setting: str, value: Any) -> dict[str, Any]:
         """One allowed instrument write, through the driver (its hard limits apply)."""
@@ -201,6 +214,14 @@ class Lab:
                 pump.safe_off()
         elif setting == "mxc_heater_setpoint_k":
             inst["fridge"].mxc_heater.setpoint(float(value))
+        elif setting == "mxc_heater_percent":
+            fridge = inst["fridge"]
+            if float(value) <= 0:
+                fridge.heaters_off()
+            else:
+                fridge.mxc_heater.mode("open_loop")
+                fridge.mxc_heater.output_range(fridge.SAFE_MAX_RANGE)
+                fridge.mxc_heater.manual_output(float(value))
         elif setting == "still_heater_percent":
             inst["fridge"].still_heater(float(value))
         else:
@@ -224,6 +245,7 @@ class Lab:
                 "calibration": self._calibration(now),
                 "maintenance": {"every_lab_s": self.maintain_every_s,
                                 "next_lab_time": self.next_maintenance},
+                "operating_points": self.store.as_dict().get("pump_power_dbm", {}),
                 "pace": self.pace, "mxc_history": list(self._mxc)}
         with self._lock:
             self._snapshot = snap

@@ -11,6 +11,7 @@ key) for mutual TLS. Every failure is one ``qnetlab: error: ...`` line.
 from __future__ import annotations
 
 import os
+import ssl
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -67,11 +68,16 @@ class Client:
             raise click.BadParameter(f"{url!r} is not an http:// or https:// URL",
                                      param_hint="--server")
         headers = {"Authorization": f"Bearer {key}"} if key else {}
-        verify: Any = os.environ.get("QNETLAB_SERVER_CA") or True
-        cert = os.environ.get("QNETLAB_CLIENT_CERT") or None
+        ca = os.environ.get("QNETLAB_SERVER_CA")
+        verify: Any = ssl.create_default_context(cafile=ca) if ca else True
+        cert = os.environ.get("QNETLAB_CLIENT_CERT")
+        if cert:
+            if verify is True:
+                verify = ssl.create_default_context()
+            verify.load_cert_chain(cert)
         self.url = url.rstrip("/")
         self.http = httpx.Client(base_url=self.url, headers=headers, verify=verify,
-                                 cert=cert, timeout=httpx.Timeout(30.0, read=660.0))
+                                 timeout=httpx.Timeout(30.0, read=660.0))
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
         import httpx

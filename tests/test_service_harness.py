@@ -35,8 +35,8 @@ def make_keys(data: Path) -> dict[str, str]:
     tokens["expired"] = store.create_key("test-expired", "admin", 1e-3, "tests")[1]
     row, tokens["revoked"] = store.create_key("test-revoked", "admin", 3600.0, "tests")
     store.revoke_key(row["id"])
-    prefix = tokens["admin"].rsplit("_", 1)[0]
-    tokens["wrong"] = prefix + "_" + "A" * 43  # the admin's id with a wrong secret
+    admin_id = tokens["admin"].split("_")[1]
+    tokens["wrong"] = f"qnl_{admin_id}_{'A' * 43}"  # the admin's id with a wrong secret
     time.sleep(0.01)
     return tokens
 
@@ -104,11 +104,11 @@ def wait_ready(served: Served, verify: Any = None) -> dict[str, Any]:
         if served.proc.poll() is not None:
             raise AssertionError(f"service exited {served.proc.returncode}: {log_of(served)}")
         try:
-            status = httpx.get(served.url + "/api/status", timeout=5.0,
-                               verify=verify if verify is not None else True).json()
+            context = verify.context() if verify is not None else True
+            status = httpx.get(served.url + "/api/status", timeout=5.0, verify=context).json()
             if status.get("state") == "ready":
                 return status
-        except httpx.HTTPError:
+        except (httpx.HTTPError, OSError):  # not listening yet, or no certificate yet
             pass
         time.sleep(0.2)
     served.stop()
