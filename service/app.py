@@ -13,6 +13,7 @@ import asyncio
 import ipaddress
 import json
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -20,7 +21,7 @@ from typing import Annotated, Any, Literal
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from starlette.concurrency import run_in_threadpool
@@ -34,6 +35,7 @@ from .store import AuthError, Conflict, NotFound, ServiceStore
 
 STATIC = Path(__file__).with_name("static")
 MAX_WAIT_S = 600.0
+STATUS_TTL_S = 0.1
 Limit = Annotated[int, Query(ge=1, le=10_000)]
 Wait = Annotated[float, Query(ge=0, le=MAX_WAIT_S)]
 WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
@@ -51,6 +53,18 @@ class Service:
     station: str
     topology: Any
     graph: Any
+    _cached: tuple[float, int, bytes] | None = None
+
+    def status_json(self) -> bytes:
+        """The status document, composed at most every ``STATUS_TTL_S`` and whenever the lab
+        snapshot changed or a job was taken or finished: 50 readers cost one composition."""
+        now = time.monotonic()
+        key = self.lab.version + self.executor.changes
+        cached = self._cached
+        if cached is None or cached[1] != key or now - cached[0] > STATUS_TTL_S:
+            body = json.dumps(_status(self), default=_plain).encode()
+            self._cached = cached = (now, key, body)
+        return cached[2]
 
 
 # -- request bodies (strict: no silent conversions, no unknown fields) -----------------------
@@ -129,7 +143,9 @@ def create_app(svc: Service) -> FastAPI:
                   description="The lab as a service: status, calibration, runs, entanglement "
                               "requests, operator jobs, reports, keys, leases and audit.")
 
-    def principal(request: Request) -> auth.Principal:
+    async def principal(request: Request) -> auth.Principal:
+        """Runs on the event loop (no thread hop): anonymous callers cost no I/O, a key one
+        indexed SQLite read."""
         header = request.headers.get("authorization")
         if header:
             scheme, _, token = header.partition(" ")
@@ -152,7 +168,7 @@ def create_app(svc: Service) -> FastAPI:
     Caller = Annotated[auth.Principal, Depends(principal)]
 
     def need(*scopes: str) -> Any:
-        def check(who: Caller, request: Request) -> auth.Principal:
+        async def check(who: Caller, request: Request) -> auth.Principal:
             for scope in scopes:
                 if not who.can(scope):
                     raise _fail(request, 403, f"{who.who} (role {who.role}) lacks the scope "
@@ -193,9 +209,9 @@ def create_app(svc: Service) -> FastAPI:
                 "scopes": sorted(who.scopes)}
 
     @app.get("/api/status")
-    def status(_: StatusReader) -> dict[str, Any]:
+    async def status(_: StatusReader) -> Response:
         """The lab now: nodes, links, watchdog, calibration states, queue, lease."""
-        return _status(svc)
+        return Response(svc.status_json(), media_type="application/json")
 
     @app.get("/api/calibration")
     def calibration(_: CalReader) -> dict[str, Any]:
@@ -481,6 +497,7 @@ def _queue(request: Request, svc: Service, kind: str, resource: str, params: dic
     if idem is not None and not (0 < len(idem) <= 128 and idem.isprintable()):
         raise _fail(request, 422, "Idempotency-Key: allowed: 1 to 128 printable characters")
     job, created = svc.store.submit(kind, resource, params, who.who, idem)
+    svc.executor.changed()
     svc.executor.wake(resource)
     if wait > 0:
         job = svc.executor.wait(job["id"], wait)

@@ -37,6 +37,7 @@ class Executor:
         self.done = threading.Condition()
         self.startup_error: str | None = None
         self.threads: list[threading.Thread] = []
+        self.changes = 0  # bumped whenever this process queues, takes or finishes a job
 
     def start(self) -> list[dict[str, Any]]:
         """Mark jobs the last process left running ``interrupted``; start the threads.
@@ -48,6 +49,9 @@ class Executor:
             thread.start()
             self.threads.append(thread)
         return interrupted
+
+    def changed(self) -> None:
+        self.changes += 1
 
     def wake(self, resource: str) -> None:
         event = self.wakes.get(resource)
@@ -114,6 +118,7 @@ class Executor:
         job = self.store.claim_next(resource)
         if job is None:
             return False
+        self.changed()
         try:
             result = runner(job["kind"], job["params"])
         except Exception as exc:
@@ -121,6 +126,7 @@ class Executor:
                               error=f"{type(exc).__name__}: {' '.join(str(exc).split())}")
         else:
             self.store.finish(job["id"], "done", result=result)
+        self.changed()
         with self.done:
             self.done.notify_all()
         return True
