@@ -226,7 +226,7 @@ async function drawAudit() {
     "TAMPERED: " + a.problem;
   document.querySelector("#audit tbody").replaceChildren(...a.records.reverse().map(r =>
     el("tr", { "data-audit": r.seq }, el("td", {}, r.seq), el("td", {}, r.time_utc),
-       el("td", {}, r.who), el("td", {}, r.what), el("td", {}, r.from), el("td", {}, r.outcome)))));
+       el("td", {}, r.who), el("td", {}, r.what), el("td", {}, r.from), el("td", {}, r.outcome))));
 }
 
 // -- live updates ---------------------------------------------------------------------------------
