@@ -32,7 +32,7 @@ def _swept(pump, qnu, grid: np.ndarray, step_pm: float) -> float:
     pump.sweep.stop(grid[-1])
     pump.sweep.step(step_pm)
     pump.sweep.speed(1.0)
-    wavelengths, _ = pump.sweep.run()
+    wavelengths = pump.sweep.run()
     trace = qnu.transducer.pd_log()
     assert wavelengths.size == trace.size == grid.size
     return pump.clock.now() - t0
@@ -51,7 +51,6 @@ def sweep_lab_speedup_vs_pointwise(points: int = 1001) -> float:
     qnu = QnetlabQNU("bench_qnu", QNU, visalib=LAB, print_connect_message=False)
     try:
         pump.output("on")
-        pump.shutter("open")
         gate.gate_mode("cw")
         gate.open_gate()
         start_nm, step_pm = 1550.0, 0.2

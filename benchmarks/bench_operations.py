@@ -47,7 +47,7 @@ def interlock_latency_polls() -> float:
     while the sequence is blocked in one long call (transducer efficiency measurements of
     100 s of lab time each, pump emitting); the watchdog polls every 5 s of lab time.
     Times the lab seconds from the true crossing (the simulation's hidden temperature
-    history) to the watchdog's safe action (pump output off, shutter closed), divided by the
+    history) to the watchdog's safe action (pump output off), divided by the
     poll period: ``interlock.latency_polls_from_crossing``. Goal <= 1; without in-call
     polling the action waits for the sequence's next wait, here after all six measurements
     (about 100 polls)."""

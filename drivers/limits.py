@@ -43,7 +43,7 @@ class SafetySettings:
     #: Write heads that are actions, not settings: never replayed after a reset.
     ACTIONS: ClassVar[tuple[str, ...]] = ()
     #: Write heads of settings that make the instrument emit light or heat (laser output,
-    #: shutter, heater range and output): never replayed after a reset, so that emission and
+    #: AOM gate output, heater range and output): never replayed after a reset, so that emission and
     #: heating return only through an explicit call, never by themselves.
     EMITS_OR_HEATS: ClassVar[tuple[str, ...]] = ()
 

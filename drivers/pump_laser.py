@@ -92,11 +92,16 @@ class PumpLaserSweep(QnetlabModule):
             set_cmd=":SOUR0:WAV:SWE:LLOG {}", val_mapping=create_on_off_val_mapping("1", "0"),
             docstring="Log the wavelength at every step (its trigger also clocks the QNU log).")
         """Log the wavelength at every step (its trigger also clocks the QNU log)."""
+        self.state: Parameter = self.add_parameter(
+            "state", label="Sweep state", get_cmd=":SOUR0:WAV:SWE?",
+            val_mapping={"stopped": "0", "running": "1", "paused": "2"}, snapshot_get=False,
+            docstring="stopped, running or paused.")
+        """stopped, running or paused."""
         self.running: Parameter = self.add_parameter(
             "running", label="Sweep running", get_cmd=":SOUR0:WAV:SWE?",
-            val_mapping=create_on_off_val_mapping("1", "0"), snapshot_get=False,
-            docstring="True while a sweep runs.")
-        """True while a sweep runs."""
+            get_parser=lambda reply: reply.strip() != "0", snapshot_get=False,
+            docstring="True while a sweep runs or is paused (it has not ended).")
+        """True while a sweep runs or is paused (it has not ended)."""
         self.n_points: Parameter = self.add_parameter(
             "n_points", label="Points", get_cmd=self._n_points, vals=vals.Ints(1),
             snapshot_get=False, docstring="Points the sweep will log (from start, stop, step).")
@@ -112,12 +117,6 @@ class PumpLaserSweep(QnetlabModule):
             setpoints=(self.wavelength_axis,), vals=vals.Arrays(shape=(self.n_points.get_latest,)),
             snapshot_value=False, docstring="Wavelength the laser logged at each point.")
         """Wavelength the laser logged at each point."""
-        self.power_log: ParameterWithSetpoints = self.add_parameter(
-            "power_log", label="Logged power", unit="W", parameter_class=ParameterWithSetpoints,
-            get_cmd=self._power_log, setpoints=(self.wavelength_axis,),
-            vals=vals.Arrays(shape=(self.n_points.get_latest,)), snapshot_value=False,
-            docstring="Output power monitor at each point.")
-        """Output power monitor at each point."""
 
     def _n_points(self) -> int:
         return round((self.stop() - self.start()) / (self.step() * 1e-3)) + 1
@@ -132,9 +131,6 @@ class PumpLaserSweep(QnetlabModule):
 
     def _wavelength_log(self) -> np.ndarray:
         return self._block(":SOUR0:READ:DATA? LLOG") * 1e9
-
-    def _power_log(self) -> np.ndarray:
-        return self._block(":SOUR0:READ:DATA? PLOG")
 
     def check(self) -> tuple[int, str]:
         """The laser's own consistency check: ``(0, "OK")`` or a code and reason."""
@@ -155,15 +151,24 @@ class PumpLaserSweep(QnetlabModule):
     def abort(self) -> None:
         self.write(":SOUR0:WAV:SWE:STAT STOP")
 
-    def run(self, timeout_s: float = 600.0, poll_s: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+    def pause(self) -> None:
+        """Hold the running sweep where it is (the laser refuses when none runs)."""
+        self.write(":SOUR0:WAV:SWE:STAT PAUS")
+
+    def resume(self) -> None:
+        """Continue a paused sweep from where it was held."""
+        self.write(":SOUR0:WAV:SWE:STAT CONT")
+
+    def run(self, timeout_s: float = 600.0, poll_s: float = 0.05) -> np.ndarray:
         """Start a sweep with lambda logging, wait on the lab clock until it ends, return the
-        logs (wavelengths nm, power W)."""
+        wavelength log (nm). The N7776C logs wavelengths only; what the light did at each
+        point is measured by whatever its step trigger clocks (the QNU's photodiode log)."""
         self.logging("on")
         self.n_points()  # the axis shape follows the present settings
         self.start_sweep()
         root: QnetlabPumpLaser = self.root_instrument  # type: ignore[assignment]
         root.wait_for(lambda: not self.running(), timeout_s, poll_s, "end of sweep")
-        return self.wavelength_log(), self.power_log()
+        return self.wavelength_log()
 
 
 class QnetlabPumpLaser(QnetlabVisaInstrument):
@@ -179,8 +184,8 @@ class QnetlabPumpLaser(QnetlabVisaInstrument):
     default_terminator = "\n"
     error_reporting = ScpiErrorQueue(":SYST:ERR?")
     ACTIONS = (":SOUR0:WAV:SWE:STAT ", ":SOUR0:WAV:SWE ")
-    #: Laser output and shutter: never replayed after a reset (light returns only on request).
-    EMITS_OR_HEATS = (":SOUR0:POW:STAT ", ":SOUR0:POW:SHUT ")
+    #: Laser output: never replayed after a reset (light returns only on request).
+    EMITS_OR_HEATS = (":SOUR0:POW:STAT ",)
     #: Hard ceiling on output power: a transducer and a 14 uW mixing chamber will not take more.
     SAFE_MAX_POWER_DBM: ClassVar[float] = 10.0
     MIN_POWER_DBM: ClassVar[float] = -10.0
@@ -233,46 +238,37 @@ class QnetlabPumpLaser(QnetlabVisaInstrument):
         """The same power setpoint in mW (hard-limited)."""
         self.power_actual: Parameter = self.add_parameter(
             "power_actual", label="Emitted power", unit="dBm", get_cmd=":SOUR0:POW:ACT?",
-            get_parser=float, docstring="Power actually emitted (-99 when off or interlocked).")
-        """Power actually emitted (-99 when off or interlocked)."""
+            get_parser=float, docstring="Power actually emitted (-99 when off).")
+        """Power actually emitted (-99 when off)."""
         self.output: Parameter = self.add_parameter(
             "output", label="Laser output", get_cmd=":SOUR0:POW:STAT?",
             set_cmd=":SOUR0:POW:STAT {}", val_mapping=create_on_off_val_mapping("1", "0"),
-            docstring="Laser diode on or off.")
-        """Laser diode on or off."""
-        self.shutter: Parameter = self.add_parameter(
-            "shutter", label="Shutter", get_cmd=":SOUR0:POW:SHUT?", set_cmd=":SOUR0:POW:SHUT {}",
-            val_mapping={"open": "0", "closed": "1"}, docstring="Internal shutter.")
-        """Internal shutter."""
-        self.interlocked: Parameter = self.add_parameter(
-            "interlocked", label="Interlock tripped", get_cmd=":SYST:INTL?",
-            val_mapping=create_on_off_val_mapping("1", "0"),
-            docstring="True while the fridge controller's interlock line holds the laser off.")
-        """True while the fridge controller's interlock line holds the laser off."""
+            docstring="Laser diode on or off. The fridge's interlock line, wired to the laser's "
+                      "remote interlock input, switches it off; it stays off until set on again.")
+        """Laser diode on or off. The fridge's interlock line, wired to the laser's remote
+        interlock input, switches it off; it stays off until set on again."""
         self.status_bits: Parameter = self.add_parameter(
             "status_bits", label="Operation status", get_cmd=":STAT:OPER:COND?", get_parser=int,
-            docstring="Bits: 0 laser on, 4 shutter open, 5 sweeping, 9 interlocked.")
-        """Bits: 0 laser on, 4 shutter open, 5 sweeping, 9 interlocked."""
+            docstring="Operation condition register: bit 0 laser on, bit 4 shutter opened.")
+        """Operation condition register: bit 0 laser on, bit 4 shutter opened."""
         self.sweep: PumpLaserSweep = self.add_submodule("sweep", PumpLaserSweep(self, "sweep"))
         """Hardware wavelength sweep."""
         self._finish_init()
 
     def emitting(self) -> bool:
-        """True when light leaves the laser (on, shutter open, not interlocked)."""
+        """True when light leaves the laser (output on, not cut by the interlock)."""
         return self.power_actual() > -98
 
     def safe_off(self) -> None:
-        """Close the shutter and switch the output off (safe state for the fridge)."""
-        self.shutter("closed")
+        """Switch the output off (safe state for the fridge)."""
         self.output("off")
 
     def safe_state(self) -> None:
-        """Shutter closed and output off (the node's AOM gate closes separately)."""
+        """Output off (the node's AOM gate closes separately)."""
         self.safe_off()
 
     def safety_readback(self) -> str:
-        return (f"output {'on' if self.output() else 'off'}, shutter {self.shutter()}, "
-                f"{self.power_actual():.0f} dBm emitted")
+        return f"output {'on' if self.output() else 'off'}, {self.power_actual():.0f} dBm emitted"
 
     def after_reset(self) -> None:
         """Whatever the power-on defaults, the laser stays dark after a reset."""

@@ -581,8 +581,8 @@ def status(ctx: Context) -> None:
                    f"{now:.0f} s")
         click.echo(_text_table(_instrument_rows(bundle), ("instrument", "vendor", "model",
                                                           "serial")))
-        click.echo(_text_table(_node_rows(bundle), ("node", "MXC", "fridge interlock", "pump",
-                                                    "emitted")))
+        click.echo(_text_table(_node_rows(bundle), ("node", "MXC", "fridge interlock",
+                                                    "pump output", "emitted")))
         click.echo(_text_table(_calibration_rows(bundle.topology, store, now),
                                ("calibration:target", "outcome", "age", "timeout", "state")))
     finally:
@@ -606,7 +606,7 @@ def _node_rows(bundle: Any) -> list[tuple[str, ...]]:
         inst = bundle.node(node)
         rows.append((node, f"{inst['fridge'].mxc.temperature() * 1e3:.2f} mK",
                      str(inst["gas"].interlock_state()),
-                     "interlocked" if inst["pump"].interlocked() else "free",
+                     "on" if inst["pump"].output() else "off",
                      f"{inst['pump'].power_actual():.2f} dBm"))
     return rows
 

@@ -1,7 +1,7 @@
 """Pump light only while a measurement needs it.
 
-Light reaches a transducer through two instruments: the pump laser (output on, shutter open)
-and the node's AOM gate (a waveform generator; output on lets pulses through)."""
+Light reaches a transducer through two instruments: the pump laser (output on) and the node's
+AOM gate (a waveform generator; output on lets pulses through)."""
 
 from __future__ import annotations
 
@@ -17,19 +17,18 @@ def node_pumps(bundle: Any, *nodes: str) -> list[Any]:
 
 @contextlib.contextmanager
 def pumps_emitting(*instruments: Any) -> Iterator[None]:
-    """Pump light on for a measurement (lasers on with shutters open, AOM gates open); the
-    lasers' shutters closed again afterwards, whatever happens. A gate stays as set (like the
-    pulse settings it carries): the shutter is what keeps the light off between measurements,
-    and the station's safe state closes gates too."""
+    """Pump light on for a measurement (lasers on, AOM gates open); the lasers switched off
+    again afterwards, whatever happens. A gate stays as set (like the pulse settings it
+    carries): the laser's output is what keeps the light off between measurements, and the
+    station's safe state closes gates too."""
     try:
         for inst in instruments:
             if hasattr(inst, "open_gate"):
                 inst.open_gate()
             else:
                 inst.output("on")
-                inst.shutter("open")
         yield
     finally:
         for inst in instruments:
             if not hasattr(inst, "close_gate"):
-                inst.shutter("closed")
+                inst.output("off")

@@ -1,7 +1,7 @@
 """Safety interlocks while sequences run: a watchdog on the lab clock (after Bluesky's suspenders).
 
 The watchdog polls conditions on QCoDeS parameters every ``poll_s`` of lab time. A trip runs the
-safe action at once (pump output off, shutter closed), within that poll; the sequence is then
+safe action at once (pump output off), within that poll; the sequence is then
 suspended, not lost: its next wait does not return until the conditions have stayed clear for
 ``settle_s``, when the resume action restores what the safe action took away. A hard trip
 aborts: safe action, then :class:`SequenceAborted` out of the sequence's wait, data kept.
@@ -323,20 +323,18 @@ class GuardedClock:
 
 
 def pump_safe_actions(pumps: Sequence[Any]) -> tuple[Callable[[], None], Callable[[], None]]:
-    """Safe action (shutters closed, output off) and the resume that restores what it found."""
-    saved: list[tuple[Any, bool, str]] = []
+    """Safe action (output off) and the resume that restores what it found."""
+    saved: list[tuple[Any, bool]] = []
 
     def safe() -> None:
         saved.clear()
         for pump in pumps:
-            saved.append((pump, pump.output(), pump.shutter()))
-            pump.shutter("closed")
+            saved.append((pump, pump.output()))
             pump.output("off")
 
     def resume() -> None:
-        for pump, output, shutter in saved:
+        for pump, output in saved:
             pump.output(output)
-            pump.shutter(shutter)
 
     return safe, resume
 

@@ -52,12 +52,12 @@ def model(lab, protocol: str = "single_click"):
     """The simulation's own analytic model of the link right now (pumps emitting)."""
     world = lab.world
     for node in world.nodes.values():
-        node.pump.output_on, node.pump.shutter_open = True, True
+        node.pump.output_on = True
     engine = world.engines["alice"]
     engine.protocol = ENGINE[protocol]
     setup = world.links["ab"].herald_setup(engine, lab.clock.now())
     for node in world.nodes.values():
-        node.pump.shutter_open = False
+        node.pump.output_on = False
     return setup
 
 

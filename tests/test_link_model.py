@@ -132,13 +132,13 @@ def _truth_at_operating_point(lab, cal, node: str, t: float | None = None
     instrument)."""
     world_node = lab.world.nodes[node]
     pump = world_node.pump
-    saved = pump.power_dbm, pump.output_on, pump.shutter_open
-    pump.power_dbm, pump.output_on, pump.shutter_open = cal[node]["pump_power_dbm"], True, True
+    saved = pump.power_dbm, pump.output_on, pump.interlock_ok
+    pump.power_dbm, pump.output_on, pump.interlock_ok = cal[node]["pump_power_dbm"], True, True
     t = lab.clock.now() if t is None else t
     try:
         return world_node.conversion_efficiency(t), world_node.photon_sigma_s(t)
     finally:
-        pump.power_dbm, pump.output_on, pump.shutter_open = saved
+        pump.power_dbm, pump.output_on, pump.interlock_ok = saved
 
 
 def test_herald_window_is_chosen_for_both_nodes_photons(calibrated, qnetlab_data_dir):

@@ -33,7 +33,7 @@ def test_reflection_dip_follows_the_lorentzian_through_the_instruments(link):
     pump, qnu = op(PUMP_A), op(QNU_A)
     node = lib.lab.nodes["alice"]
     xd = node.transducer(0.0)
-    for cmd in (":SOUR0:POW 0", ":SOUR0:POW:STAT 1", ":SOUR0:POW:SHUT 0"):
+    for cmd in (":SOUR0:POW 0", ":SOUR0:POW:STAT 1"):
         pump.write(cmd)
     op(AOM_A).write("SOUR1:FUNC DC;:OUTP1 1")  # the AOM gate held open: CW pump
     p_dev = xd.pump_at_device_w(1e-3)
@@ -53,7 +53,7 @@ def test_efficiency_peaks_at_unit_cooperativity_and_noise_grows_with_pump():
     pump_wl = k_.C_LIGHT / (k_.C_LIGHT / xd.resonance_m - f_q)
     etas, coops, noises = [], [], []
     for dbm in np.linspace(-10, 13, 47):
-        pump = PumpState(wavelength_m=pump_wl, power_dbm=dbm, output_on=True, shutter_open=True)
+        pump = PumpState(wavelength_m=pump_wl, power_dbm=dbm, output_on=True)
         etas.append(xd.efficiency(pump, bias, f_q))
         coops.append(xd.cooperativity(pump))
         noises.append(xd.added_noise(pump, 0.01, bias))
@@ -101,7 +101,7 @@ def test_mxc_reading_rises_with_average_pump_power(link):
     pump, fridge = op(PUMP_A), op(FRIDGE_A)
     node = lib.lab.nodes["alice"]
     gate = op(AOM_A)
-    for cmd in (":SOUR0:POW 10", ":SOUR0:POW:STAT 1", ":SOUR0:POW:SHUT 0"):
+    for cmd in (":SOUR0:POW 10", ":SOUR0:POW:STAT 1"):
         pump.write(cmd)
     readings = {}
     for label, setup in (
@@ -122,7 +122,7 @@ def test_mxc_reading_rises_with_average_pump_power(link):
 def test_thermometer_reading_lags_by_the_scan_cycle(link):
     lib, op = link
     pump, fridge = op(PUMP_A), op(FRIDGE_A)
-    for cmd in (":SOUR0:POW 13", ":SOUR0:POW:STAT 1", ":SOUR0:POW:SHUT 0"):
+    for cmd in (":SOUR0:POW 13", ":SOUR0:POW:STAT 1"):
         pump.write(cmd)
     op(AOM_A).write("SOUR1:FUNC DC;:OUTP1 1")
     lib.clock.advance(120)
@@ -238,8 +238,7 @@ def calibrate_from_truth(lib, op, protocol="SING", alpha=0.05, power_dbm=6.0):
         for cmd in (f"XDUC:MW:BIAS {bias:.6f}", f"QUB:SWAP:AMPL {t['swap_amplitude_opt']:.6f}",
                     f"QUB:ALPH {alpha}", f"EGEN:PROT {protocol}"):
             qnu.write(cmd)
-        for cmd in (f":SOUR0:WAV {wl:.12e}", f":SOUR0:POW {power_dbm}", ":SOUR0:POW:STAT 1",
-                    ":SOUR0:POW:SHUT 0"):
+        for cmd in (f":SOUR0:WAV {wl:.12e}", f":SOUR0:POW {power_dbm}", ":SOUR0:POW:STAT 1"):
             pump.write(cmd)
         # one 100 ns pump pulse per attempt: the 33522B in burst mode on the QNU's sync
         op(f"TCPIP0::aom-{name}.lab::5025::SOCKET").write(

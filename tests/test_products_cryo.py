@@ -246,7 +246,7 @@ def test_interlock_trips_and_stays_tripped_until_reset_when_cold(lab, open_on):
         lab.faults.excursion("alice", power_w=300e-6, duration_s=600)
         lab.clock.advance(600)
         assert gas.interlock_state() in ("TRIP_TEMP", "TRIP_RATE")
-        assert pump.query(":SYST:INTL?") == "1"
+        assert pump.query(":SOUR0:POW:STAT?") == "0"  # the line switched the laser off
         with pytest.raises(InstrumentError, match="RST:INVALID"):
             gas.reset_interlock()  # still hot
         lab.clock.advance(3 * 3600)
@@ -254,10 +254,14 @@ def test_interlock_trips_and_stays_tripped_until_reset_when_cold(lab, open_on):
         lab.faults.power_cycle(TRITON_A)  # a Triton restart neither clears nor raises it
         fridge.write("*RST")
         tripped = gas.interlock_state()
-        assert tripped in ("TRIP_TEMP", "TRIP_RATE") and pump.query(":SYST:INTL?") == "1"
+        assert tripped in ("TRIP_TEMP", "TRIP_RATE")
+        pump.write(":SOUR0:POW:STAT 1")  # the laser refuses to switch on while the line is open
+        assert pump.query(":SOUR0:POW:STAT?") == "0"
         assert gas.interlock_max_temperature() == 0.03
         gas.reset_interlock()
-        assert gas.interlock_state() == "OK" and pump.query(":SYST:INTL?") == "0"
+        assert gas.interlock_state() == "OK"
+        pump.write(":SYST:ERR?;:SOUR0:POW:STAT 1")
+        assert pump.query(":SOUR0:POW:STAT?") == "1"  # now it may, when asked
     finally:
         fridge.close()
         gas.close()

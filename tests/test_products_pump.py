@@ -95,7 +95,7 @@ def test_stock_qcodes_33522b_drives_the_gate_and_the_pump_pulses_follow(lab, cap
 def _settled_mxc(lab, gate_cmds: list[str]) -> float:
     """MXC temperature after 4 h with the laser at 10 dBm and the gate set by ``gate_cmds``."""
     laser, gate = _open(PUMP_A), _open(AOM_A)
-    laser.write(":SOUR0:POW 10DBM;:SOUR0:POW:STAT 1;:SOUR0:POW:SHUT 0")
+    laser.write(":SOUR0:POW 10DBM;:SOUR0:POW:STAT 1")
     for cmd in gate_cmds:
         gate.write(cmd)
     lab.clock.advance(4 * 3600)
@@ -275,7 +275,6 @@ def test_pointwise_scan_costs_over_50_times_the_lab_time_of_one_logged_sweep(lab
     gate = QnetlabAomGate("gate", AOM_A, **kw)
     try:
         pump.output("on")
-        pump.shutter("open")
         gate.gate_mode("cw")
         gate.open_gate()
         grid = 1550.0 + 0.2e-3 * np.arange(1001)
@@ -290,7 +289,7 @@ def test_pointwise_scan_costs_over_50_times_the_lab_time_of_one_logged_sweep(lab
         pump.sweep.stop(grid[-1])
         pump.sweep.step(0.2)
         pump.sweep.speed(1.0)
-        wavelengths, _ = pump.sweep.run(poll_s=0.05)
+        wavelengths = pump.sweep.run(poll_s=0.05)
         swept = qnu.transducer.pd_log()
         t_sweep = lab.clock.now() - t0
         assert wavelengths.size == swept.size == 1001
@@ -330,3 +329,42 @@ def test_n7778c_is_a_lab_file_option_with_its_own_range(tmp_path):
     finally:
         pump.close()
         rm.visalib.reset_state()
+
+
+def test_a_paused_sweep_holds_and_ends_later_by_the_time_it_was_held(lab, laser):
+    laser.write(":SOUR0:WAV:SWE:STAR 1550NM;STOP 1551NM;MODE CONT;SPE 10NM/S;CYCL 1;"
+                ":SOUR0:WAV:SWE:STAT STAR")
+    t0 = lab.clock.now()
+    lab.clock.advance(SETTLE_S + 0.05)  # half way through the 0.1 s sweep
+    laser.write(":SOUR0:WAV:SWE PAUS")
+    assert laser.query(":SOUR0:WAV:SWE?") == "2"
+    lab.clock.advance(10.0)  # held: it does not end while paused
+    assert laser.query(":SOUR0:WAV:SWE?") == "2"
+    laser.write(":SOUR0:WAV:SWE:STAT PAUS")  # already paused: refused, nothing changes
+    assert [e[:4] for e in _errors(laser)] == ["-221"]
+    laser.write(":sour0:wav:swe cont")
+    assert laser.query(":SOUR0:WAV:SWE?") == "1"
+    while laser.query(":SOUR0:WAV:SWE?") == "1":
+        lab.clock.advance(0.001)
+    assert lab.clock.now() - t0 == pytest.approx(SETTLE_S + 0.1 + 10.0, abs=2e-3)
+    laser.write(":SOUR0:WAV:SWE CONT")  # nothing paused to continue
+    assert [e[:4] for e in _errors(laser)] == ["-221"]
+
+
+def test_driver_pauses_and_resumes_a_sweep(lab):
+    pump = QnetlabPumpLaser("pump_pause", PUMP_A, visalib=lab_spec("link"),
+                            print_connect_message=False)
+    try:
+        pump.sweep.start(1550.0)
+        pump.sweep.stop(1550.5)
+        pump.sweep.mode("continuous")
+        pump.sweep.speed(1.0)
+        pump.sweep.start_sweep()
+        pump.sweep.pause()
+        assert pump.sweep.state() == "paused" and pump.sweep.running()
+        pump.sweep.resume()
+        assert pump.sweep.state() == "running"
+        pump.sweep.abort()
+        assert pump.sweep.state() == "stopped" and not pump.sweep.running()
+    finally:
+        pump.close()

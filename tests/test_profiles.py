@@ -50,7 +50,7 @@ def _transducer(profile, **over) -> Transducer:
 def _pump(xd: Transducer, dbm: float, pulse_s: float | None) -> PumpState:
     """The pump one microwave frequency red of the cavity (the conversion sideband)."""
     wl = k_.C_LIGHT / (k_.C_LIGHT / xd.resonance_m - k_.QUBIT_FREQUENCY_HZ)
-    return PumpState(wavelength_m=wl, power_dbm=dbm, output_on=True, shutter_open=True,
+    return PumpState(wavelength_m=wl, power_dbm=dbm, output_on=True,
                      pulse_s=pulse_s)
 
 
@@ -135,7 +135,7 @@ def test_detector_efficiency_is_counted_once(sim_lab):
     world = lab.world
     link = world.links["ab"]
     node = world.nodes["alice"]
-    node.pump.output_on = node.pump.shutter_open = True
+    node.pump.output_on = True
     t = lab.clock.now()
     assert node.collection == pytest.approx(0.055 / 0.83)
     optics = link.optics(node, t)

@@ -34,7 +34,7 @@ def _operate(world, t: float) -> None:
         node.bias_ma = _matched_bias(node, t)
         res = node.transducer(t).resonance_m
         node.pump.wavelength_m = 299_792_458.0 / (299_792_458.0 / res - node.qubit_hz)
-        node.pump.power_dbm, node.pump.output_on, node.pump.shutter_open = 5.0, True, True
+        node.pump.power_dbm, node.pump.output_on = 5.0, True
         node.aom.mode, node.aom.trigger, node.aom.width_s = "BURS", "EXT", 100e-9  # the gate
         world.refresh_pulsing(node)  # one 100 ns pulse per attempt
         node.swap_amplitude = node.swap_opt(t)

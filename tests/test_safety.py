@@ -118,6 +118,8 @@ def test_fridge_excursion_during_a_pump_scan(sim_station, qnetlab_store):
         if event["kind"] == "suspended":
             seen["emitting"] = pump.power_actual()
             seen["output"] = pump.output()
+        if event["kind"] == "running" and "output" in seen:
+            seen["resumed with output"] = pump.output()
 
     watchdog = default_watchdog(bundle, ceiling_k=0.02, poll_s=5.0, settle_s=300.0,
                                 on_event=on_event)
@@ -128,7 +130,7 @@ def test_fridge_excursion_during_a_pump_scan(sim_station, qnetlab_store):
     assert kinds(watchdog)[:5] == ["suspending", "safe_action", "suspended", "resuming",
                                    "running"]
     assert watchdog.last_trip["reaction_polls"] <= 1.0
-    assert seen == {"emitting": -99.0, "output": False}
+    assert seen == {"emitting": -99.0, "output": False, "resumed with output": True}
     assert len(scan.power_dbm) == 9 and list(scan.power_dbm) == list(range(9))  # nothing lost
     gaps = scan.lab_time[1:] - scan.lab_time[:-1]
     suspended_at = watchdog.events[2]["lab_time"]
@@ -139,7 +141,7 @@ def test_fridge_excursion_during_a_pump_scan(sim_station, qnetlab_store):
     marked = [e["kind"] for e in __import__("json").loads(
         run.dataset.metadata["qnetlab_events"])]
     assert "suspended" in marked and "running" in marked
-    assert pump.output() is True  # restored by the resume
+    assert pump.output() is False  # the scan switches its laser off when it ends
 
 
 def test_hard_trip_aborts_the_scan_with_its_data_kept(sim_station, qnetlab_store):

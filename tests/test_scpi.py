@@ -236,10 +236,10 @@ def test_min_max_def_and_booleans(pump):
     assert float(pump.query(":SOUR0:POW?")) == -10.0
     pump.write("pow def")
     assert float(pump.query(":SOUR0:POW?")) == 0.0
-    pump.write(":SOUR0:POW:SHUT OFF")
-    assert pump.query(":SOUR0:POW:SHUT?") == "0"
-    pump.write(":SOUR0:POW:SHUT on")
-    assert pump.query(":SOUR0:POW:SHUT?") == "1"
+    pump.write(":SOUR0:POW:STAT on")
+    assert pump.query(":SOUR0:POW:STAT?") == "1"
+    pump.write(":SOUR0:POW:STAT OFF")
+    assert pump.query(":SOUR0:POW:STAT?") == "0"
     pump.write(":TRIG0:OUTP MAX")  # character data: MIN/MAX not allowed
     pump.write(":SOUR0:POW 2MW")  # watts convert to the dBm the command expects
     assert float(pump.query(":SOUR0:POW?")) == pytest.approx(3.0103, abs=1e-4)

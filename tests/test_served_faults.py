@@ -110,12 +110,12 @@ def test_watchdog_polls_on_the_served_clock_and_darkens_the_pump_on_an_excursion
                                                                                   station):
     """While a sequence is blocked in a call, the watchdog polls through the served clock's
     alarms (every 5 lab seconds: 5 ms of wall time at 1000x); a heat pulse on alice's fridge
-    trips it and its safe action closes the pump's shutter over the wire."""
+    trips it and its safe action switches the pump off over the wire."""
     from qnetlab.sequences.safety import State, default_watchdog, watch_in_calls
 
     watchdog = default_watchdog(station, poll_s=5.0)
     pump = station.node("alice")["pump"]
-    pump.shutter("open")
+    pump.output("on")
     stop = watch_in_calls(watchdog)
     try:
         served_lab.faults.excursion("alice", power_w=300e-6, duration_s=600)
@@ -125,5 +125,5 @@ def test_watchdog_polls_on_the_served_clock_and_darkens_the_pump_on_an_excursion
     finally:
         stop()
     assert watchdog.state is not State.RUNNING, watchdog.events
-    assert pump.shutter() == "closed"
+    assert pump.output() is False
     assert "safe_action" in [e["kind"] for e in watchdog.events]

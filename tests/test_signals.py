@@ -52,7 +52,7 @@ def test_signal_mid_run_leaves_the_lab_safe_and_the_run_interrupted(tmp_path, si
     # the process read its instruments back after making them safe (the simulated lab lives
     # inside it, so its own teardown line is where the end state can be seen)
     for node in ("alice", "bob"):
-        assert f"pump_{node}: output off, shutter closed, -99 dBm emitted" in line
+        assert f"pump_{node}: output off, -99 dBm emitted" in line
         assert f"aom_{node}: gate off" in line
     for fridge in ("fridge_alice", "fridge_bob"):
         assert f"{fridge}: MXC heater off (off)" in line
@@ -67,7 +67,6 @@ def test_any_end_of_an_operated_sequence_makes_emitters_and_heaters_safe(sim_sta
     idle = fridge.still_idle_percent
     with pytest.raises(KeyboardInterrupt) as stop, operating(bundle, qnetlab_store):
         pump.output("on")
-        pump.shutter("open")
         fridge.sample_heater.output_range("1mA")
         fridge.sample_heater.mode("open_loop")
         fridge.sample_heater.manual_output(20.0)
@@ -75,10 +74,10 @@ def test_any_end_of_an_operated_sequence_makes_emitters_and_heaters_safe(sim_sta
         assert pump.emitting()
         raise KeyboardInterrupt
     assert pump.power_actual() == -99.0 and pump.output() is False
-    assert pump.shutter() == "closed" and bundle.node("alice")["aom"].ch1.output() == "OFF"
+    assert bundle.node("alice")["aom"].ch1.output() == "OFF"
     assert fridge.sample_heater.output_range() == "off" and fridge.sample_heater.mode() == "off"
     assert fridge.still_heater() == pytest.approx(idle)
-    assert stop.value.safe_state["pump_alice"].startswith("output off, shutter closed")
+    assert stop.value.safe_state["pump_alice"].startswith("output off, -99 dBm emitted")
 
 
 def test_a_swallowed_signal_stops_the_sequence_at_its_next_wait_and_never_twice(sim_station,

@@ -45,7 +45,7 @@ def test_load_brings_every_instrument_up_with_the_lab_clock(name, sim_lab):
         snap = station.snapshot()
         assert snap["instruments"]["network"]["metadata"]["topology"] == topology.as_dict()
         pump = bundle.node("alice")["pump"]
-        assert pump.shutter() == "closed"
+        assert pump.output() is False  # the station file's initial value: dark
         with pytest.raises(ValueError):
             pump.power(9.0)  # the station narrows the limit to 8 dBm
     finally:

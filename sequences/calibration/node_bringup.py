@@ -115,7 +115,7 @@ class PumpCavity(Calibration):
             pump.sweep.stop(centre + half_span_nm)
             pump.sweep.step(step_pm)
             pump.sweep.speed(1.0)
-            wavelengths, _ = pump.sweep.run()
+            wavelengths = pump.sweep.run()
             reflection = qnu.transducer.pd_log()
             run.add_point(wavelength=wavelengths, reflection=reflection)
         return run, wavelengths, reflection

@@ -84,12 +84,12 @@ class PumpOperatingPoint(Calibration):
         The mixing chamber settles at ``T^2 = T0^2 + a P_avg`` (docs/physics.md); one settled
         CW reference measurement gives ``a`` for every point of the scan."""
         fridge, pump = inst["fridge"], inst["pump"]
-        pump.shutter("closed")
+        pump.output("off")
         ctx.clock.sleep(self.heat_settle_s)
         base = fridge.mxc.temperature()
         pump.power(power_dbm)
         set_pulse_width(ctx.bundle, inst["name"], 0.0)
-        pump.shutter("open")
+        pump.output("on")
         ctx.clock.sleep(self.heat_settle_s)
         hot = fridge.mxc.temperature()
         return base, max(hot**2 - base**2, 0.0) / (10 ** (power_dbm / 10) * 1e-3)

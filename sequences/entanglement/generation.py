@@ -79,7 +79,7 @@ class Generation:
 
 
 def link_pumps(bundle: StationBundle, link: str) -> contextlib.AbstractContextManager[None]:
-    """Both ends' pumps emitting for the run; shutters and gates closed afterwards whatever
+    """Both ends' pumps emitting for the run; lasers off and gates closed afterwards whatever
     happens."""
     return pumps_emitting(*node_pumps(bundle, *bundle.topology.links[link].nodes))
 

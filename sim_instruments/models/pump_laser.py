@@ -67,8 +67,8 @@ class PumpLaserModel(DeviceModel):
 
     def on_reset(self) -> None:
         self.sweep_end: float | None = None
+        self.paused_at: float | None = None
         self.log_wavelengths = np.zeros(0)
-        self.log_power = np.zeros(0)
         self.manual_index = 0
 
     def apply(self) -> None:
@@ -76,8 +76,16 @@ class PumpLaserModel(DeviceModel):
         pump = self.node.pump
         pump.wavelength_m = self._effective_wavelength()
         pump.power_dbm = float(self.stored("power"))
+        self._interlock_cut()
         pump.output_on = bool(self.stored("output"))
-        pump.shutter_open = int(self.stored("shutter")) == 0
+
+    def _interlock_cut(self) -> None:
+        """The fridge's interlock line is wired to the laser's remote interlock input: a trip
+        switches the laser off, and it stays off until someone switches it on again."""
+        pump = self.node.pump
+        if pump.interlock_cut:
+            self.device.store("output", 0)
+            pump.interlock_cut = False
 
     def _effective_wavelength(self, base: float | None = None, fine_pm: float | None = None
                               ) -> float:
@@ -160,11 +168,11 @@ class PumpLaserModel(DeviceModel):
         return self._short(value)
 
     def set_output(self, value: int) -> int:
+        self.lab.sync()
+        if int(value) and not self.node.pump.interlock_ok:
+            raise InstrumentRefusal("execution_error", "laser cannot be switched on: remote "
+                                    "interlock open")
         self._change("output", value)
-        return value
-
-    def set_shutter(self, value: int) -> int:
-        self._change("shutter", value)
         return value
 
     # --- x-get ---------------------------------------------------------------------------
@@ -176,17 +184,16 @@ class PumpLaserModel(DeviceModel):
         self.lab.sync()
         return float(self.stored("power")) if self.node.pump.emitting else -99.0
 
-    def interlock(self) -> int:
+    def output_state(self) -> int:
+        """``:POWer:STATe?``: 0 once the interlock has switched the laser off."""
         self.lab.sync()
-        return 0 if self.node.fridge.interlock == "OK" else 1
+        self._interlock_cut()
+        return int(self.stored("output"))
 
     def status_operation(self) -> int:
         self.lab.sync()
         pump = self.node.pump
-        bits = (pump.output_on << 0) | (pump.shutter_open << 4)
-        bits |= self._sweeping() << 5
-        bits |= (not pump.interlock_ok) << 9
-        return bits
+        return (pump.output_on << 0) | (pump.emitting << 4)
 
     # --- sweeps --------------------------------------------------------------------------
     def _sweep_grid(self) -> np.ndarray:
@@ -240,19 +247,34 @@ class PumpLaserModel(DeviceModel):
         self._manual_step(-1)
 
     def _sweeping(self) -> bool:
-        return self.sweep_end is not None and self.lab.clock.now() < self.sweep_end
+        """A sweep has started and not ended: running, or paused (a paused sweep's end moves
+        on by the time it is held)."""
+        if self.sweep_end is None:
+            return False
+        return self.paused_at is not None or self.lab.clock.now() < self.sweep_end
 
     def sweep_state(self) -> str:
+        if self.paused_at is not None:
+            return "2"
         return "1" if self._sweeping() else "0"
 
     def set_sweep_state(self, value: str) -> str:
+        now = self.lab.clock.now()
         if value in ("STOP", "0"):
             if self._sweeping():
-                self.sweep_end = self.lab.clock.now()
+                self.sweep_end, self.paused_at = now, None
             return "0"
-        if value in ("PAUS", "PAUSE", "2", "CONT", "CONTINUE", "3"):
-            if not self._sweeping():
-                raise InstrumentRefusal("settings_conflict", "no sweep running to pause or continue")
+        if value in ("PAUS", "PAUSE", "2"):
+            if not self._sweeping() or self.paused_at is not None:
+                raise InstrumentRefusal("settings_conflict", "no running sweep to pause")
+            self.paused_at = now
+            return "2"
+        if value in ("CONT", "CONTINUE", "3"):
+            if self.paused_at is None:
+                raise InstrumentRefusal("settings_conflict", "no paused sweep to continue")
+            assert self.sweep_end is not None
+            self.sweep_end += now - self.paused_at
+            self.paused_at = None
             return "1"
         check = self.sweep_check()
         if not check.startswith("0,"):
@@ -265,10 +287,6 @@ class PumpLaserModel(DeviceModel):
         self.sweep_end = t0 + self.wavelength_settle_s + self._sweep_duration(grid)
         fine = float(self.stored("fine_tuning")) * 1e-12
         self.log_wavelengths = grid + fine if int(self.stored("sweep_log")) else np.zeros(0)
-        # the laser's own power monitor: the setpoint with a slow gain ripple across the band
-        ripple = 1 + 2e-3 * np.sin(2 * np.pi * (self.log_wavelengths - 1.5e-6) / 3e-9)
-        self.log_power = (self.node.pump.peak_w() * ripple if self.node.pump.emitting
-                          else np.zeros(self.log_wavelengths.size))
         qnu_pd_log(self.lab, self.node, self.log_wavelengths, t0)
         return "1"
 
@@ -284,9 +302,6 @@ class PumpLaserModel(DeviceModel):
         self._require_log()
         return ieee_block(self.log_wavelengths, "<f8")
 
-    def power_log_data(self) -> bytes:
-        self._require_log()
-        return ieee_block(self.log_power, "<f8")
 
 
 def qnu_pd_log(lab, node, wavelengths: np.ndarray, t: float) -> None:

@@ -73,14 +73,14 @@ class PumpState:
     wavelength_m: float = k_.OPTICAL_RESONANCE_NM * 1e-9
     power_dbm: float = 0.0
     output_on: bool = False
-    shutter_open: bool = False
     interlock_ok: bool = True  # the fridge controller's interlock line
+    interlock_cut: bool = False  # the line switched the laser off (the model stores it)
     duty_cycle: float = 1.0  # average/peak from the AOM
     pulse_s: float | None = None  # None for CW
 
     @property
     def emitting(self) -> bool:
-        return self.output_on and self.shutter_open and self.interlock_ok
+        return self.output_on and self.interlock_ok
 
     def peak_w(self) -> float:
         return dbm_to_w(self.power_dbm) if self.emitting else 0.0

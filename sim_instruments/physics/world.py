@@ -306,8 +306,18 @@ class Lab:
             if node.fridge.t < t:
                 self._apply_pump_load(node, node.fridge.t)
                 node.fridge.advance(t)
-            node.pump.interlock_ok = node.fridge.interlock == "OK"
+            self._interlock_line(node)
         return t
+
+    @staticmethod
+    def _interlock_line(node: Node) -> None:
+        """The fridge controller's interlock line drives the laser's remote interlock input:
+        while tripped the laser cannot emit, and a trip switches a lit laser off for good."""
+        ok = node.fridge.interlock == "OK"
+        if not ok and node.pump.output_on:
+            node.pump.output_on = False
+            node.pump.interlock_cut = True
+        node.pump.interlock_ok = ok
 
     def refresh_pulsing(self, node: Node) -> None:
         """Derive pump duty cycle and pulse width from the AOM and the attempt rate."""
