@@ -209,7 +209,6 @@ class Lab:
             pump = inst["pump"]
             if value == "on":
                 pump.output("on")
-                pump.shutter("open")
             else:
                 pump.safe_off()
         elif setting == "mxc_heater_setpoint_k":
@@ -259,7 +258,7 @@ class Lab:
         inst = self.bundle.node(name)
         return {"mxc_k": inst["fridge"].mxc.temperature(),
                 "interlock": str(inst["gas"].interlock_state()),
-                "pump_interlocked": bool(inst["pump"].interlocked()),
+                "pump_output": "on" if inst["pump"].output() else "off",
                 "emitted_dbm": inst["pump"].power_actual()}
 
     def _topology(self) -> dict[str, Any]:

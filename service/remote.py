@@ -137,7 +137,7 @@ def status(click_ctx: click.Context) -> None:
                f"{s['watchdog']['state']}{'; ' + veto if veto else ''}")
     for name, n in s["nodes"].items():
         click.echo(f"node {name}: MXC {n['mxc_k'] * 1e3:.2f} mK, fridge interlock "
-                   f"{n['interlock']}, pump {'interlocked' if n['pump_interlocked'] else 'free'}"
+                   f"{n['interlock']}, pump output {n['pump_output']}"
                    f", {n['emitted_dbm']:.2f} dBm emitted")
     for row in s["calibration"]:
         age = "never" if row["age_s"] is None else f"{row['age_s'] / 3600:.2f} h"
