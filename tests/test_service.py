@@ -417,3 +417,99 @@ def test_remote_cli_runs_the_commands_against_the_service(served, tmp_path):
     assert local_only.returncode == 2 and "runs only locally" in local_only.stderr
     down = qnetlab("--server", "http://127.0.0.1:9", "status")
     assert down.returncode == 1 and down.stderr.startswith("qnetlab: error: cannot reach")
+
+
+def _ca_and_client(folder):
+    """A CA certificate file and a client certificate+key file it signed (PEM)."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    def cert(subject, issuer, key, signer, ca):
+        now = dt.datetime.now(dt.UTC)
+        return (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer)
+                .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(now - dt.timedelta(minutes=5))
+                .not_valid_after(now + dt.timedelta(days=1))
+                .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+                .sign(signer, hashes.SHA256()))
+
+    ca_key, client_key = ec.generate_private_key(ec.SECP256R1()), \
+        ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test lab CA")])
+    client_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "operator laptop")])
+    ca_cert = cert(ca_name, ca_name, ca_key, ca_key, True)
+    client_cert = cert(client_name, ca_name, client_key, ca_key, False)
+    pem = serialization.Encoding.PEM
+    (folder / "ca.pem").write_bytes(ca_cert.public_bytes(pem))
+    (folder / "client.pem").write_bytes(client_cert.public_bytes(pem) + client_key.private_bytes(
+        pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return folder / "ca.pem", folder / "client.pem"
+
+
+class _PinnedWithClientCert(_Pinned):
+    def __init__(self, cert, client):
+        super().__init__(cert)
+        self.client = client
+
+    def context(self):
+        ctx = super().context()
+        ctx.load_cert_chain(str(self.client))
+        return ctx
+
+
+def test_mutual_tls_admits_only_clients_with_a_certificate_from_the_ca(tmp_path):
+    ca, client = _ca_and_client(tmp_path)
+    keys = make_keys(tmp_path)
+    cert = tmp_path / "service" / "tls" / "cert.pem"
+    pinned = _PinnedWithClientCert(cert, client)
+    svc = start(tmp_path, "--client-ca", str(ca), "--pace", "0", "--maintain-every", "0",
+                keys=keys, scheme="https", verify=pinned)
+    try:
+        with httpx.Client(base_url=svc.url, verify=pinned.context()) as c:
+            assert c.get("/api/status").json()["state"] == "ready"
+        with pytest.raises(httpx.HTTPError):  # no client certificate: the handshake fails
+            httpx.get(svc.url + "/api/status", verify=_Pinned(cert).context(), timeout=10)
+        remote = qnetlab("--server", svc.url, "status",
+                         env={"QNETLAB_SERVER_CA": str(cert), "QNETLAB_CLIENT_CERT": str(client),
+                              "QNETLAB_API_KEY": keys["observer"]})
+        assert remote.returncode == 0 and "station sim_link (served)" in remote.stdout
+    finally:
+        svc.stop()
+
+
+def test_processes_sharing_the_data_dir_never_corrupt_it(served):
+    """Key-creating CLI processes and API writers at once: every key, job and audit record
+    is there once, and the audit chain is intact."""
+    import subprocess
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+
+    cli = [sys.executable, "-m", "qnetlab", "--data", str(served.data), "serve", "keys",
+           "create", "--role", "observer", "--expires", "1h", "--name"]
+    procs = [subprocess.Popen([*cli, f"proc-{i}"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(6)]
+
+    def submit(i):
+        with served.client("admin") as c:
+            return c.post("/api/jobs", json={"kind": "report", "params": {"dashboard": True}},
+                          headers={"Idempotency-Key": f"shared-{i}"}).json()["id"]
+
+    with ThreadPoolExecutor(6) as pool:
+        ids = list(pool.map(submit, range(12)))
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    assert len(set(ids)) == 12
+    with served.client("admin") as c:
+        names = [k["name"] for k in c.get("/api/keys").json()]
+        audit = c.get("/api/audit", params={"limit": 100_000}).json()
+    assert sorted(n for n in names if n.startswith("proc-")) == [f"proc-{i}" for i in range(6)]
+    assert audit["intact"], audit["problem"]
+    seqs = [r["seq"] for r in audit["records"]]
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert sum(r["what"] == "keys create" for r in audit["records"]) == 6
+    for i in ids:
+        assert served.wait_job(i)["state"] == "done"

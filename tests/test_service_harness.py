@@ -18,7 +18,7 @@ import httpx
 from qnetlab.service.store import ServiceStore
 
 ROLES = ("observer", "operator", "expert", "admin")
-READY_TIMEOUT_S = 90.0
+READY_TIMEOUT_S = 180.0  # generous: the machine may be shared and busy
 
 
 def free_port() -> int:
@@ -94,7 +94,11 @@ def start(data: Path, *args: str, keys: dict[str, str] | None = None, port: int 
             start_new_session=True)
     served = Served(data, port, proc, keys or {}, args, scheme)
     if ready:
-        wait_ready(served, verify)
+        try:
+            wait_ready(served, verify)
+        except BaseException:
+            served.stop()
+            raise
     return served
 
 
@@ -111,7 +115,6 @@ def wait_ready(served: Served, verify: Any = None) -> dict[str, Any]:
         except (httpx.HTTPError, OSError):  # not listening yet, or no certificate yet
             pass
         time.sleep(0.2)
-    served.stop()
     raise AssertionError(f"service not ready in {READY_TIMEOUT_S} s: {log_of(served)}")
 
 
