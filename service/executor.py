@@ -27,7 +27,7 @@ class Executor:
     """The lab thread and the reports thread of one service."""
 
     def __init__(self, store: ServiceStore, lab: Lab, data_dir: Path, *,
-                 tick_s: float = 0.2) -> None:
+                 tick_s: float = 1.0) -> None:
         self.store = store
         self.lab = lab
         self.data_dir = Path(data_dir)

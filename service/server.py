@@ -14,9 +14,12 @@ import ipaddress
 import os
 import socket
 import ssl
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+SWITCH_INTERVAL_S = 0.001
 
 
 class ServeError(Exception):
@@ -33,7 +36,7 @@ class ServeOptions:
     client_ca: Path | None = None
     pace: float = 1.0
     maintain_every_s: float = 3600.0
-    tick_s: float = 0.2
+    tick_s: float = 1.0  # idle: lab time passes, the watchdog polls, the snapshot is read
 
 
 def loopback_host(host: str) -> bool:
@@ -100,12 +103,16 @@ def serve(opts: ServeOptions, echo: Any = print) -> None:
     from qnetlab import stations
     from qnetlab.sequences.calibration import CalibrationGraph, default_calibrations
 
-    from .app import Service, create_app
+    from .app import Service, StatusFastPath, create_app
     from .audit import AuditLog
     from .executor import Executor
     from .lab import Lab
     from .store import ServiceStore
 
+    # The lab thread is CPU-bound while it works; the event loop answers callers between its
+    # time slices. A 1 ms switch interval (default 5) keeps a reply from waiting 5 ms per
+    # socket operation behind it.
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     topology = stations.read_topology(stations.station_file(opts.station))
     store = ServiceStore(opts.data_dir)
     tls = check_binding(opts, store.active_keys())
@@ -126,7 +133,7 @@ def serve(opts: ServeOptions, echo: Any = print) -> None:
         scheme = "https" if tls else "http"
         echo(f"qnetlab serve: {scheme}://{opts.host}:{opts.port}/ (station {opts.station}, "
              f"data {opts.data_dir}{', mutual TLS' if opts.client_ca else ''})")
-        config = uvicorn.Config(create_app(svc), host=opts.host, port=opts.port,
+        config = uvicorn.Config(StatusFastPath(create_app(svc), svc), host=opts.host, port=opts.port,
                                 log_level="warning", timeout_graceful_shutdown=3,
                                 access_log=False, **ssl_args)
         try:
