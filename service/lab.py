@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections import deque
 from contextlib import ExitStack
 from pathlib import Path
@@ -151,16 +152,19 @@ class Lab:
         if reason is not None and not (kind == "instrument" and safe_direction(
                 params.get("setting", ""), params.get("value"))):
             raise Vetoed(reason)
+        t0 = time.perf_counter()
         try:
             if kind in ("request", "entangle"):
-                return self.entangle(**params)
-            if kind in ("calibrate", "maintain"):
-                return self.calibrate(**params)
-            if kind == "instrument":
-                return self.set_instrument(**params)
-            raise ValueError(f"unknown job kind {kind!r}")
+                result = self.entangle(**params)
+            elif kind in ("calibrate", "maintain"):
+                result = self.calibrate(**params)
+            elif kind == "instrument":
+                result = self.set_instrument(**params)
+            else:
+                raise ValueError(f"unknown job kind {kind!r}")
         finally:
             self.refresh()
+        return {**result, "wall_s": time.perf_counter() - t0}
 
     def entangle(self, link: str, pairs: int, protocol: str | None = None,
                  bases: list[str] | tuple[str, ...] = ("X", "Y", "Z"),
