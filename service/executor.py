@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .lab import Lab
+from .lab import Lab, ServiceStopping
 from .store import ServiceStore
 
 REPORTS = "reports"
@@ -61,6 +61,7 @@ class Executor:
     def stop(self, timeout_s: float = 120.0) -> None:
         """Finish the job in hand, then stop (the lab goes to its safe state)."""
         self.stopping.set()
+        self.lab.stopping.set()  # the running sequence stops at its next safe point
         for event in self.wakes.values():
             event.set()
         for thread in self.threads:
@@ -97,6 +98,8 @@ class Executor:
                     self.store.submit("maintain", self.lab.resource, {}, "scheduler")
                     continue
                 self._idle(self.lab.resource)
+        except ServiceStopping:
+            pass  # stopped between jobs (at the watchdog's poll)
         finally:
             self.lab.close()
 
@@ -121,6 +124,8 @@ class Executor:
         self.changed()
         try:
             result = runner(job["kind"], job["params"])
+        except ServiceStopping as exc:
+            self.store.finish(job["id"], "interrupted", error=str(exc))
         except Exception as exc:
             self.store.finish(job["id"], "failed",
                               error=f"{type(exc).__name__}: {' '.join(str(exc).split())}")

@@ -45,6 +45,11 @@ def safe_direction(setting: str, value: Any) -> bool:
                                 ("mxc_heater_percent", 0.0))
 
 
+class ServiceStopping(KeyboardInterrupt):
+    """Raised at the running sequence's next safe point when the service stops (SIGTERM,
+    SIGINT): like Ctrl-C in the CLI, its runs are marked interrupted and the lab made safe."""
+
+
 class Vetoed(Exception):
     """The watchdog refuses the write (its reason is the message)."""
 
@@ -70,6 +75,7 @@ class Lab:
         self.watchdog: Any = None
         self.next_maintenance: float | None = None
         self._made_safe = False
+        self.stopping = threading.Event()
 
     # -- bring up and down (lab thread) --------------------------------------------------
 
@@ -87,12 +93,17 @@ class Lab:
         self.graph = CalibrationGraph(default_calibrations(), self.bundle.topology)
         self.watchdog = default_watchdog(self.bundle, poll_s=self.poll_s,
                                          on_event=self.runs.log_event)
+        self.watchdog.stop_check = self._check_stop
         self._stack.enter_context(self.bundle.recovery_listener(self.runs.log_event))
         self.safe = self._stack.enter_context(guarded(self.bundle, self.watchdog))
         self.watchdog.poll()
         if self.maintain_every_s > 0:
             self.next_maintenance = self.bundle.clock.now()
         self.refresh()
+
+    def _check_stop(self) -> None:
+        if self.stopping.is_set():
+            raise ServiceStopping("the service was stopped while this job ran; not repeated")
 
     def _safe_state(self) -> None:
         from qnetlab.sequences.safety import station_safe_state

@@ -145,3 +145,31 @@ def test_calibration_is_maintained_on_the_lab_clock_schedule(tmp_path):
                                                                   "calibrated"}
     assert status["watchdog"]["state"] == "running"
     assert status["lab_time"] > 7200
+
+
+def test_sigterm_stops_a_running_request_at_a_safe_point(tmp_path):
+    keys = make_keys(tmp_path)
+    svc = start(tmp_path, "--pace", "0", "--maintain-every", "0", keys=keys)
+    try:
+        with svc.client("operator") as c:
+            long = c.post("/api/requests", json={"link": "ab", "pairs": 400_000}).json()
+            end = time.monotonic() + 60
+            while c.get(f"/api/jobs/{long['id']}").json()["state"] != "running":
+                assert time.monotonic() < end
+                time.sleep(0.05)
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        svc.stop()  # SIGTERM
+        assert svc.proc.returncode == 0 and time.monotonic() - t0 < 60
+    finally:
+        svc.stop()
+    log = (tmp_path / f"serve-{svc.port}.log").read_text()
+    assert "stopped; the lab is in its safe state" in log and "Traceback" not in log
+    svc = start(tmp_path, "--pace", "0", "--maintain-every", "0", keys=keys)
+    try:
+        job = svc.wait_job(long["id"])
+        assert job["state"] == "interrupted" and "stopped while this job ran" in job["error"]
+    finally:
+        svc.stop()
+    statuses = [r["status"] for r in list_runs(tmp_path) if r["name"] == "service.request"]
+    assert statuses == ["interrupted"]
