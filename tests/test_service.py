@@ -403,6 +403,11 @@ def test_remote_cli_runs_the_commands_against_the_service(served, tmp_path):
     assert "100 of 100 pairs on ab" in ent.stdout and "verdict: delivered" in ent.stdout
     runs = qnetlab(*remote, "runs")
     assert "service.request" in runs.stdout
+    cal = qnetlab(*remote, "calibrate", "alice")
+    assert cal.returncode == 0, cal.stderr
+    assert "alice" in cal.stdout and "(ok)" in cal.stdout
+    typo = qnetlab(*remote, "calibrate", "alicia")
+    assert typo.returncode == 1 and "names no calibration or target" in typo.stderr
     out = tmp_path / "dash.html"
     rep = qnetlab(*remote, "report", "--dashboard", "--out", str(out))
     assert rep.returncode == 0 and "calibration dashboard" in out.read_text()
