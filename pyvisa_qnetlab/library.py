@@ -14,6 +14,7 @@ from pyvisa_sim import parser
 from pyvisa_sim.devices import Devices
 from pyvisa_sim.highlevel import SimVisaLibrary
 
+from qnetlab import topologies
 from qnetlab.clock import VirtualClock
 from qnetlab.sim_instruments.physics.profiles import get_profile
 from qnetlab.sim_instruments.physics.world import DEFAULT_NODE, Lab, one_node_lab
@@ -26,7 +27,9 @@ _KEEP_ALIVE: dict[str, QnetlabVisaLibrary] = {}  # a lab persists like a real on
 
 
 def resolve_lab_path(spec: str) -> str:
-    """A lab file path, or ``package.module:file.yaml`` resolved inside an installed package;
+    """A lab file path, ``package.module:file.yaml`` resolved inside an installed package, or
+    a generated topology (``chain:16``, ``star:8``, ``twosite``: its lab file generated into the
+    cache directory, see :mod:`qnetlab.topologies`; a bad spec is a one-line ``SpecError``);
     a ``?profile=NAME`` suffix (a station file's way to run the lab on another device profile,
     e.g. ``qnetlab.sim_instruments.labs:link.yaml?profile=sota-2025@qnetlab``) is kept, checked,
     after the resolved path: that lab on that profile is a world of its own."""
@@ -35,6 +38,8 @@ def resolve_lab_path(spec: str) -> str:
         return resolve_lab_path(spec) + f"?profile={_profile_of(query)}"
     if os.path.exists(spec):
         return os.path.abspath(spec)
+    if topologies.is_spec(spec):
+        return str(topologies.lab_file(spec, instruments_dir()))
     if ":" in spec:
         module, _, name = spec.partition(":")
         try:
@@ -44,6 +49,11 @@ def resolve_lab_path(spec: str) -> str:
         if path.is_file():
             return str(path)
     raise FileNotFoundError(f"lab file {spec!r} not found (a path or 'package.module:file.yaml')")
+
+
+def instruments_dir() -> str:
+    """The folder of the instrument YAMLs a generated lab file points at."""
+    return str(importlib.resources.files("qnetlab.sim_instruments"))
 
 
 def _profile_of(query: str) -> str:

@@ -111,7 +111,8 @@ pass_ctx = click.make_pass_decorator(Context, ensure=True)
 @click.group(cls=RemoteAwareGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @server_options  # --server URL, --key-file: the commands on a service (qnetlab/service/remote.py)
 @click.option("--station", default=DEMO_STATION, show_default=True,
-              help="Station file: a bundled name (sim_node, sim_link, sim_chain) or a path.")
+              help="Station file: a bundled name (sim_node, sim_link, sim_chain), a path, or a "
+                   "generated topology: chain:N, star:N, twosite[:N] (N 2..64).")
 @click.option("--data", envvar="QNETLAB_DATA", default=None, metavar="DIR",
               help="Data directory (default $QNETLAB_DATA, else ~/qnetlab-data).")
 @click.option("--debug", is_flag=True, envvar="QNETLAB_DEBUG",

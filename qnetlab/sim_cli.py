@@ -1,4 +1,5 @@
-"""``qnetlab sim``: the simulated lab as a service (``qnetlab sim serve [LAB]``).
+"""``qnetlab sim``: the simulated lab as a service (``qnetlab sim serve [LAB]``) and the files
+of generated topologies (``qnetlab sim generate SPEC --out DIR``).
 
 The one command module that starts the simulator (import contracts in pyproject.toml): it
 imports :mod:`qnetlab.sim_server` only inside the command, so ``qnetlab --help`` and every
@@ -33,8 +34,30 @@ def station_template(lab_path: str) -> dict[str, Any]:
         template = yaml.safe_load(stations.station_file(name).read_text()) or {}
         if uses_lab(template, lab_path, resolve_lab_path):
             return template
+    generated = _generated_station(lab_path)
+    if generated is not None and uses_lab(generated, lab_path, resolve_lab_path):
+        return generated
     raise click.ClickException(f"lab {lab_path}: no bundled station file uses it (bundled: "
                                f"{', '.join(stations.available())}); give one with --station-from")
+
+
+def _generated_station(lab_path: str) -> dict[str, Any] | None:
+    """The station file of a generated lab file (parsed): the one written beside it
+    (``chain-16.yaml`` -> ``chain-16.station.yaml``, as ``qnetlab sim generate`` and the cache
+    place them), else the station of the spec its ``x-lab`` names; None for other labs."""
+    from qnetlab import stations, topologies
+
+    path = Path(lab_path.partition("?")[0])
+    beside = path.with_name(path.stem + ".station.yaml")
+    if beside.is_file():
+        return yaml.safe_load(beside.read_text()) or {}
+    try:
+        spec = (yaml.safe_load(path.read_text()) or {}).get("x-lab", {}).get("spec")
+    except (OSError, yaml.YAMLError, AttributeError):
+        return None
+    if not spec or not topologies.is_spec(str(spec)):
+        return None
+    return yaml.safe_load(stations.station_file(str(spec)).read_text()) or {}
 
 
 def station_yaml(served: Any, template: dict[str, Any], lab: str,
@@ -66,7 +89,13 @@ def write_atomically(path: Path, text: str) -> None:
     os.replace(tmp.name, path)
 
 
-def _load_template(option: str | None, lab_path: str) -> dict[str, Any]:
+def _load_template(option: str | None, lab_path: str, lab: str) -> dict[str, Any]:
+    """The simulated station naming LAB's drivers: --station-from, the generated station of a
+    topology spec, else the bundled station that uses the lab file."""
+    from qnetlab import topologies
+
+    if option is None and topologies.is_spec(lab):
+        return _load_station(lab, "LAB")
     if option is None:
         return station_template(lab_path)
     return _load_station(option, "--station-from")
@@ -85,6 +114,31 @@ def _load_station(name: str, hint: str) -> dict[str, Any]:
 @click.group(name="sim")
 def sim() -> None:
     """The simulated lab as a service: serve it over TCP for any VISA client."""
+
+
+@sim.command(name="generate")
+@click.argument("spec")
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Directory to write the lab file and the station file into (created).")
+@click.option("--seed", type=int, default=None,
+              help="Seed of the world's hidden truth (default: the generator's).")
+def generate(spec: str, out: Path, seed: int | None) -> None:
+    """Write the lab file and station file of a generated topology SPEC for editing.
+
+    SPEC is chain:N (N nodes in a line), star:N (N nodes around a hub of heralding stations)
+    or twosite[:N] (two sites 50 km apart), N from 2 to 64. The station file opens the lab
+    file by its absolute path: `qnetlab --station OUT/<spec>.station.yaml status`."""
+    from pyvisa_qnetlab import instruments_dir
+    from qnetlab import topologies
+
+    try:
+        lab, station = topologies.write_files(spec, out, instruments_dir(), seed)
+    except topologies.SpecError as exc:
+        raise click.BadParameter(str(exc), param_hint="SPEC") from None
+    except OSError as exc:
+        raise click.ClickException(f"--out {out}: cannot write there ({exc.strerror or exc})"
+                                   ) from None
+    click.echo(f"{lab}\n{station}")
 
 
 @sim.command(name="serve")
@@ -107,7 +161,8 @@ def sim() -> None:
 def serve(lab: str, speed: float, station_out: Path | None, port_base: int | None,
           station_from: str | None, seed: int | None, profile: str | None,
           hardware: str | None) -> None:
-    """Serve every instrument of LAB (a lab file; default the built-in link lab) on 127.0.0.1.
+    """Serve every instrument of LAB (a lab file, or a generated topology such as chain:16;
+    default the built-in link lab) on 127.0.0.1.
 
     Prints the station file whose addresses reach them (visalib "@py"), or writes it to
     --station-out, then serves until SIGINT, SIGTERM or SIGHUP and shuts down cleanly."""
@@ -116,9 +171,9 @@ def serve(lab: str, speed: float, station_out: Path | None, port_base: int | Non
 
     try:
         lab_path = resolve_lab_path(lab)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, ValueError) as exc:  # ValueError: a bad topology spec
         raise click.BadParameter(str(exc), param_hint="LAB") from None
-    template = _load_template(station_from, lab_path)
+    template = _load_template(station_from, lab_path, lab)
     hardware_file = None if hardware is None else _load_station(hardware, "--hardware")
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in STOP_SIGNALS}

@@ -57,6 +57,28 @@ class DetectorTiming(Calibration):
     dark_seconds: int = 60  # per detector, pumps dark
     efficiency_readings: int = 8  # transducer readings per node for the detector efficiency
     efficiency_read_s: float = 20.0
+    reference_fiber_km: float = 2.0  # the fiber record_s is chosen for (2 km each side)
+    max_record_factor: float = 8.0  # a long link records at most this much longer
+
+    def _record_factor(self, ctx: CalContext, target: str) -> float:
+        """How much longer than ``record_s`` this station records: a long fiber brings fewer
+        photons (its loss) and fewer attempts per second (each waits for the round trip), so
+        the histograms are integrated longer to hold as many clicks as on the reference fiber
+        (at most ``max_record_factor`` times)."""
+        budget = PumpOperatingPoint.budget
+        link = max((lk for lk in ctx.topology.links.values() if lk.herald == target),
+                   key=lambda lk: max(lk.fiber_km))
+        if max(link.fiber_km) <= self.reference_fiber_km:
+            return 1.0  # the instruments are not asked: a short link records as it always did
+        qnu = ctx.bundle.node(link.nodes[0])["qnu"]
+        rate, swap = qnu.engine.attempt_rate(), qnu.qubit.swap_duration()
+
+        def clicks_per_s(km: float) -> float:
+            period = max(1 / rate, 2 * km * budget.fiber_delay_s_per_km + swap)
+            return 10 ** (-budget.fiber_loss_db_per_km * km / 10) / period
+
+        factor = clicks_per_s(self.reference_fiber_km) / clicks_per_s(max(link.fiber_km))
+        return float(np.clip(factor, 1.0, self.max_record_factor))
 
     def _ends(self, ctx: CalContext, target: str) -> list[str]:
         return sorted({n for lk in ctx.topology.links.values() if lk.herald == target
@@ -111,7 +133,8 @@ class DetectorTiming(Calibration):
         live = [ctx.live(f"det{d}_delay_ps", target) for d in (1, 2)]
         if None in live:
             return Check(Outcome.OUT_OF_SPEC, "never calibrated")
-        _, delays, hists = self._histograms(ctx, target, self.check_record_s, "check")
+        seconds = self.check_record_s * self._record_factor(ctx, target)
+        _, delays, hists = self._histograms(ctx, target, seconds, "check")
         try:
             shifts = [self._fit(delays, h)["x0"] - v for h, v in zip(hists, live, strict=True)]
         except FitError as exc:
@@ -126,10 +149,10 @@ class DetectorTiming(Calibration):
         the two photons; delays from both; the dark clicks with every pump dark (counted first,
         so that the calibration's last run is one with a figure)."""
         dark_hz = self._dark_rate(ctx, target)
+        seconds = self.record_s * self._record_factor(ctx, target)
         per_node = {}
         for node in self._ends(ctx, target):
-            run, delays, hists = self._histograms(ctx, target, self.record_s, "calibrate",
-                                                  [node])
+            run, delays, hists = self._histograms(ctx, target, seconds, "calibrate", [node])
             try:
                 per_node[node] = (run, hists, [self._fit(delays, h) for h in hists])
             except FitError as exc:
@@ -142,7 +165,8 @@ class DetectorTiming(Calibration):
                       for d in (0, 1)]
         linewidth = self._linewidth(ctx, sigmas)
         detector = _weighted(
-            [self._detection(ctx, target, n, fits) for n, (_, _, fits) in per_node.items()])
+            [self._detection(ctx, target, n, fits, seconds)
+             for n, (_, _, fits) in per_node.items()])
         dark = tuple(r * window * 1e-12 for r in dark_hz)
         for node, (run, hists, fits) in per_node.items():
             self._plot(ctx, run, f"{target}, {node} alone", delays, hists, fits, window)
@@ -151,8 +175,8 @@ class DetectorTiming(Calibration):
                 Update("photon_linewidth_hz", *linewidth), Update("dark_click_probability", *dark),
                 Update("detector_efficiency", *detector)]
 
-    def _detection(self, ctx: CalContext, target: str, node: str, fits: list[Any]
-                   ) -> tuple[float, float]:
+    def _detection(self, ctx: CalContext, target: str, node: str, fits: list[Any],
+                   seconds: float) -> tuple[float, float]:
         """Detector efficiency (mean of both, referred to the budget's collection) from one
         node's arrival peaks: clicks per sync over the photons the calibrated node sends
         (signal ``alpha`` or 1/2 per attempt, plus added noise) through its fiber."""
@@ -161,7 +185,7 @@ class DetectorTiming(Calibration):
                     if lk.herald == target and node in lk.nodes)
         peer = link.nodes[1 - link.nodes.index(node)]
         qnu, budget = ctx.bundle.node(node)["qnu"], PumpOperatingPoint.budget
-        syncs = self.record_s * herald.tagger.sync.count_rate()
+        syncs = seconds * herald.tagger.sync.count_rate()
         clicks = sum(abs(f["amplitude"] * f["sigma"]) * math.sqrt(2 * math.pi) / self.bin_ps
                      for f in fits)
         eff, eff_err = self._transducer_efficiency(ctx, node)
