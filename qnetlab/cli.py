@@ -30,6 +30,8 @@ from click.core import ParameterSource
 
 from .datadir import data_dir as resolve_data_dir
 from .dc_cli import request as request_command
+from .service.cli import serve as serve_group
+from .service.remote import RemoteAwareGroup, server_options
 from .sim_cli import sim as sim_group
 from .uncertain import plus_minus
 
@@ -108,7 +110,8 @@ def _writable_data_dir(option: str | None) -> Path:
 pass_ctx = click.make_pass_decorator(Context, ensure=True)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=RemoteAwareGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@server_options  # --server URL, --key-file: the commands on a service (qnetlab/service/remote.py)
 @click.option("--station", default=DEMO_STATION, show_default=True,
               help="Station file: a bundled name (sim_node, sim_link, sim_chain), a path, or a "
                    "generated topology: chain:N, star:N, twosite[:N] (N 2..64).")
@@ -843,6 +846,7 @@ def _one_line(exc: BaseException) -> str:
 
 main.add_command(sim_group)  # `qnetlab sim serve` (qnetlab/sim_cli.py)
 main.add_command(request_command)  # `qnetlab request` (qnetlab/dc_cli.py)
+main.add_command(serve_group)  # `qnetlab serve`, `qnetlab serve keys ...` (service/cli.py)
 
 
 def run_cli(argv: list[str] | None = None,
