@@ -108,6 +108,7 @@ class Participant:
         self.lock: ClockLock | None = None
         self.error: BaseException | None = None
         self.stop = False  # an alarm thread asked to end
+        self.in_callback = False  # an alarm thread inside its callback (its waits are real)
 
     @property
     def done(self) -> bool:
@@ -435,11 +436,14 @@ class VirtualClock:
                     part.state = _READY
 
     def _may_advance(self, sleepers: list[Participant]) -> bool:
-        """Whether time may move on: some participant sleeps that is not an alarm, or an
-        alarm sleeps holding a lock a participant waits for. Otherwise, when every
-        participant waits for another participant, raise :class:`ClockDeadlock` in each."""
+        """Whether time may move on: some participant sleeps that is not an alarm (or is an
+        alarm being retired), or an alarm sleeps holding a lock a participant waits for.
+        Otherwise, when every participant waits for another participant, raise
+        :class:`ClockDeadlock` in each."""
         blocked = [p for p in self._all if p.state == _BLOCKED]
-        if any(p.alarm is None for p in sleepers):
+        # an alarm being retired (the last other participant left while its callback ran)
+        # finishes that callback on lab time like anyone else, then leaves
+        if any(p.alarm is None or p.stop for p in sleepers):
             return True
         owners = {p.lock._owner for p in blocked if p.lock is not None}
         mine = {ident for ident, p in self._parts.items() if p in self._all}
@@ -470,7 +474,7 @@ class VirtualClock:
         part, alarm.part = alarm.part, None
         if part is not None:
             part.stop = True
-            if part.state == _SLEEPING:
+            if part.state == _SLEEPING and not part.in_callback:  # waiting for its next due
                 part.state = _READY
             self._schedule()
 
@@ -486,10 +490,13 @@ class VirtualClock:
                         self._yield(part)
                 if part.stop:
                     break
+                part.in_callback = True
                 try:
                     alarm.fire()
                 except Exception:  # as the hardware watchdog thread: report, keep polling
                     logging.getLogger("qnetlab.clock").exception("alarm callback failed")
+                finally:
+                    part.in_callback = False
         finally:
             self._leave(part)
 

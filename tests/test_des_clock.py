@@ -205,3 +205,24 @@ def test_many_participants_finish_fast(n):
         for p in parts:
             p.join()
     assert clock.now() == max(sum(1 + (i * k) % 7 for k in range(50)) for i in range(n))
+
+
+def test_an_alarm_whose_callback_waits_after_the_last_participant_left_still_finishes():
+    """The last participant leaves while the watchdog's alarm is due at the same lab time:
+    the alarm's callback (an instrument reply that takes lab time, under the instrument's
+    lock) runs after the others have gone, and must finish, so that a thread outside the
+    clock waiting for that instrument is not blocked for ever (it hung `qnetlab serve`)."""
+    clock, lock, finished = VirtualClock(), None, threading.Event()
+    lock = clock.lock("triton")
+
+    def poll(t: float) -> None:
+        with lock:
+            clock.sleep(2.0)  # the Triton's slow reply
+        finished.set()
+
+    clock.every(5.0, poll)
+    with clock.participant("a-sequence"):  # named before the alarm: it leaves first at 5
+        clock.sleep(5.0)
+    assert finished.wait(5.0), "the alarm's callback never finished"
+    with lock:  # what the service's own thread does next: not blocked
+        assert clock.now() == 7.0
