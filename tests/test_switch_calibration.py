@@ -1,0 +1,100 @@
+"""Issue 14 §2: the calibration graph covers the optical switch (per-patch loss) of a data center."""
+
+from __future__ import annotations
+
+import pytest
+
+from qnetlab import stations
+from qnetlab.sequences.calibration import (
+    CalibrationGraph,
+    CalibrationStore,
+    calibrate,
+    default_calibrations,
+)
+
+LAB = "qnetlab.sim_instruments.labs:dc_small.yaml@qnetlab"
+OXC = "TCPIP0::oxc.lab::3082::SOCKET"
+NODES = ("alice", "bob", "carol", "dave")
+PATCHES = [f"{n}@{h}" for n in NODES for h in ("h1", "h2")]
+
+
+@pytest.fixture
+def dc(sim_lab):
+    return sim_lab(LAB)
+
+
+@pytest.fixture
+def bundle(dc):
+    b = stations.load("sim_dc_small")
+    yield b
+    b.close()
+
+
+def _patch_only(bundle, **options):
+    """The graph's switch calibration alone (the node bring-up is tested elsewhere)."""
+    cals = [c for c in default_calibrations() if c.name == "switch_patch_loss"]
+    for cal in cals:
+        for key, value in options.items():
+            setattr(cal, key, value)
+    return cals
+
+
+def test_the_data_center_graph_has_every_nodes_path_to_every_station():
+    graph = CalibrationGraph(default_calibrations(),
+                             stations.read_topology(stations.station_file("sim_dc_small")))
+    assert sorted(t for c, t in graph.keys() if c == "switch_patch_loss") == sorted(PATCHES)
+
+
+def test_a_linked_topology_has_no_switch_calibration():
+    graph = CalibrationGraph(default_calibrations(),
+                             stations.read_topology(stations.station_file("sim_link")))
+    assert not [k for k in graph.keys() if k[0] == "switch_patch_loss"]
+
+
+def test_calibrate_records_each_patch_loss_near_the_hidden_truth(dc, bundle, tmp_path):
+    report = calibrate(bundle, data_dir=tmp_path, calibrations=_patch_only(bundle))
+    assert report.ok, report.table()
+    fabric = dc.world.switches["oxc"]
+    store = CalibrationStore(tmp_path)
+    for node in NODES:
+        for herald in ("h1", "h2"):
+            for k, egress in enumerate(fabric.station_ports[herald]):
+                rec = store.current(f"loss_in{k}_db", f"{node}@{herald}")
+                truth = fabric.patch_loss_db(fabric.node_ports[node], egress)
+                assert rec.unit == "dB" and 0 < rec.uncertainty < 0.02
+                assert rec.value == pytest.approx(truth, abs=0.03), (node, herald, k)
+    assert fabric.patches == {}  # every node's patch removed afterwards
+
+
+def test_a_stuck_port_fails_its_patches_naming_the_port_and_the_rest_completes(
+        dc, bundle, tmp_path):
+    dc.faults.stuck_port(OXC, 11)  # h2's input 0
+    report = calibrate(bundle, data_dir=tmp_path, calibrations=_patch_only(bundle))
+    failed = report.by_status("failed")
+    assert sorted(failed) == sorted(f"switch_patch_loss:{n}@h2" for n in NODES), report.table()
+    detail = report.result("switch_patch_loss", "alice@h2").detail
+    assert "patch 1->11" in detail and "port 1 or 11 stuck" in detail
+    assert all(report.result("switch_patch_loss", f"{n}@h1").status == "calibrated"
+               for n in NODES)
+    state = CalibrationStore(tmp_path).node_states()[("switch_patch_loss", "bob@h2")]
+    assert state.last_outcome == "failed" and "11" in state.detail
+
+
+def test_a_rerun_skips_the_fresh_patches_and_remeasures_the_failed(dc, bundle, tmp_path):
+    dc.faults.stuck_port(OXC, 2)  # bob's fiber
+    first = calibrate(bundle, data_dir=tmp_path, calibrations=_patch_only(bundle))
+    assert sorted(first.by_status("failed")) == ["switch_patch_loss:bob@h1",
+                                                 "switch_patch_loss:bob@h2"]
+    dc.world.switches["oxc"].release(2)  # the port repaired
+    dc.advance(60)
+    second = calibrate(bundle, data_dir=tmp_path, calibrations=_patch_only(bundle))
+    assert second.ok, second.table()
+    assert sorted(second.by_status("calibrated")) == first.by_status("failed")
+    assert len(second.by_status("fresh")) == len(PATCHES) - 2
+
+
+def test_patch_steps_hold_the_switch_so_they_never_overlap(dc, bundle, tmp_path):
+    report = calibrate(bundle, data_dir=tmp_path, calibrations=_patch_only(bundle))
+    slots = sorted(report.schedule, key=lambda s: s.start)
+    assert len(slots) == len(PATCHES)
+    assert all(a.end <= b.start for a, b in zip(slots, slots[1:], strict=False))
