@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from qnetlab import stations
@@ -97,4 +99,4 @@ def test_patch_steps_hold_the_switch_so_they_never_overlap(dc, bundle, tmp_path)
     report = calibrate(bundle, data_dir=tmp_path, calibrations=_patch_only(bundle))
     slots = sorted(report.schedule, key=lambda s: s.start)
     assert len(slots) == len(PATCHES)
-    assert all(a.end <= b.start for a, b in zip(slots, slots[1:], strict=False))
+    assert all(a.end <= b.start for a, b in itertools.pairwise(slots))
