@@ -100,3 +100,25 @@ def test_patch_steps_hold_the_switch_so_they_never_overlap(dc, bundle, tmp_path)
     slots = sorted(report.schedule, key=lambda s: s.start)
     assert len(slots) == len(PATCHES)
     assert all(a.end <= b.start for a, b in itertools.pairwise(slots))
+
+
+def test_the_data_center_takes_the_graphs_patch_losses_and_avoids_the_stuck_input(
+        dc, bundle, tmp_path):
+    from qnetlab.datacenter import DataCenter, DynamicScheduler
+    from qnetlab.sim_instruments.fabric import SimFabric
+
+    dc.faults.stuck_port(OXC, 11)  # h2's input 0
+    calibrate(bundle, data_dir=tmp_path, calibrations=_patch_only(bundle))
+    layer = DataCenter(SimFabric(dc.world), DynamicScheduler())
+    losses = layer.load_switch_calibration(CalibrationStore(tmp_path))
+    fabric = dc.world.switches["oxc"]
+    assert len(losses) == len(NODES) * 3  # h2's input 1: its calibration failed, no value
+    for (node, station, i), db in losses.items():
+        if (station, i) == ("h2", 0):
+            assert db == float("inf")
+        else:
+            truth = fabric.patch_loss_db(fabric.node_ports[node],
+                                         fabric.station_ports[station][i])
+            assert db == pytest.approx(truth, abs=0.03)
+    assert layer.ways("alice", "bob", "h1") == [(0, 1), (1, 0)]
+    assert layer.ways("alice", "bob", "h2") == []  # h2 has one live input: no link there

@@ -140,7 +140,7 @@ class SwitchPatchLoss(Calibration):
             return None
         node, herald = split_target(target)
         return "; ".join(f"no light through switch patch {i}->{e} ({node} -> {herald} input "
-                         f"{[m[1] for m in measured].index(e)}): {loss:.1f} dB lost, port {i} "
+                         f"{[m[1] for m in measured].index(e)}): {loss:.1f} dB or more lost, port {i} "
                          f"or {e} stuck or its fiber broken" for i, e, loss in dead)
 
     def check_data(self, ctx: CalContext, target: str) -> Check:
