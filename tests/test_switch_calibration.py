@@ -122,3 +122,14 @@ def test_the_data_center_takes_the_graphs_patch_losses_and_avoids_the_stuck_inpu
             assert db == pytest.approx(truth, abs=0.03)
     assert layer.ways("alice", "bob", "h1") == [(0, 1), (1, 0)]
     assert layer.ways("alice", "bob", "h2") == []  # h2 has one live input: no link there
+
+
+def test_the_whole_data_center_graph_calibrates_and_a_rerun_measures_nothing(bundle, tmp_path):
+    """The default graph on sim_dc_small: node bring-up and the switch's paths, nothing that
+    needs a fixed link (a switched heralding station has none) fails."""
+    first = calibrate(bundle, data_dir=tmp_path)
+    assert first.ok, first.table()
+    assert {r.cal for r in first.results} >= {"cryostat_ready", "switch_patch_loss"}
+    assert "detector_timing" not in {r.cal for r in first.results}
+    second = calibrate(bundle, data_dir=tmp_path)
+    assert {r.status for r in second.results} == {"fresh"}, second.table()
