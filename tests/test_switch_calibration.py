@@ -133,3 +133,21 @@ def test_the_whole_data_center_graph_calibrates_and_a_rerun_measures_nothing(bun
     assert "detector_timing" not in {r.cal for r in first.results}
     second = calibrate(bundle, data_dir=tmp_path)
     assert {r.status for r in second.results} == {"fresh"}, second.table()
+
+
+def test_a_stuck_port_shows_in_qnetlab_status(dc, bundle, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    dc.faults.stuck_port(OXC, 1)  # alice's fiber
+    calibrate(bundle, data_dir=tmp_path, calibrations=_patch_only(bundle))
+    env = {**os.environ, "QNETLAB_DATA": str(tmp_path), "MPLBACKEND": "Agg"}
+    status = subprocess.run([sys.executable, "-m", "qnetlab", "--station", "sim_dc_small",
+                             "status"], capture_output=True, text=True, env=env, timeout=300)
+    assert status.returncode == 0, status.stderr
+    rows = {line.split()[0]: line.split()[1] for line in status.stdout.splitlines()
+            if line.startswith("switch_patch_loss:")}
+    assert rows == {
+        f"switch_patch_loss:{p_}": "failed" if p_.startswith("alice@") else "calibrated"
+        for p_ in PATCHES}, status.stdout
