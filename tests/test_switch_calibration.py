@@ -151,3 +151,19 @@ def test_a_stuck_port_shows_in_qnetlab_status(dc, bundle, tmp_path):
     assert rows == {
         f"switch_patch_loss:{p_}": "failed" if p_.startswith("alice@") else "calibrated"
         for p_ in PATCHES}, status.stdout
+
+
+def test_a_generated_data_center_station_carries_its_cabling_for_the_graph(sim_lab, tmp_path):
+    lab = sim_lab("dc:3,2")
+    b = stations.load("dc:3,2")
+    try:
+        oxc, fabric = b.station.components["oxc"], lab.world.switches["oxc"]
+        assert oxc.wiring == {**{n: (p,) for n, p in fabric.node_ports.items()},
+                              **{h: tuple(p) for h, p in fabric.station_ports.items()}}
+        graph = CalibrationGraph(default_calibrations(), b.topology)
+        assert sorted(t for c, t in graph.keys() if c == "switch_patch_loss") == sorted(
+            f"{n}@{h}" for n in b.topology.nodes for h in b.topology.heralds)
+        report = calibrate(b, data_dir=tmp_path, calibrations=_patch_only(b))
+        assert report.ok and len(report.results) == 6, report.table()
+    finally:
+        b.close()
