@@ -41,16 +41,13 @@ def _patch_only(bundle, **options):
     return cals
 
 
-def test_the_data_center_graph_has_every_nodes_path_to_every_station():
+def test_the_data_center_graph_has_every_nodes_path_to_every_station_and_a_link_lab_none():
     graph = CalibrationGraph(default_calibrations(),
                              stations.read_topology(stations.station_file("sim_dc_small")))
     assert sorted(t for c, t in graph.keys() if c == "switch_patch_loss") == sorted(PATCHES)
-
-
-def test_a_linked_topology_has_no_switch_calibration():
-    graph = CalibrationGraph(default_calibrations(),
-                             stations.read_topology(stations.station_file("sim_link")))
-    assert not [k for k in graph.keys() if k[0] == "switch_patch_loss"]
+    linked = CalibrationGraph(default_calibrations(),  # fixed links: no switch to calibrate
+                              stations.read_topology(stations.station_file("sim_link")))
+    assert not [k for k in linked.keys() if k[0] == "switch_patch_loss"]
 
 
 def test_calibrate_records_each_patch_loss_near_the_hidden_truth(dc, bundle, tmp_path):
