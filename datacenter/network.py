@@ -26,6 +26,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -155,6 +156,37 @@ class DataCenter:
         self._patched = {s: None for s in self.fabric.stations}
         self._best.clear()
         self.patch_loss_db = losses
+        return losses
+
+    def load_switch_calibration(self, store: Any) -> dict[tuple[str, str, int], float]:
+        """Take the per-patch losses from the calibration graph (``switch_patch_loss``, in the
+        :class:`~qnetlab.sequences.calibration.CalibrationStore` ``store``) instead of measuring
+        them here: each ``(node, station, input)`` patch's live loss in dB; a patch whose
+        calibration failed (no light: a stuck port), or whose loss is above the dead limit, is
+        marked dead and never used (inf dB). Patches the graph has no loss for (never measured,
+        or the other input of a failed one) stay usable: the first service checks them for
+        light. Returns what it loaded."""
+        states = store.node_states()
+        losses: dict[tuple[str, str, int], float] = {}
+        for node in self.fabric.nodes:
+            for station in self.fabric.stations:
+                target = f"{node}@{station}"
+                state = states.get(("switch_patch_loss", target))
+                failed = state is not None and state.last_outcome == "failed"
+                # the failure names the dark input(s); one that names none darkens both
+                dark = {int(k) for k in re.findall(r"input (\d)", state.detail or "")} \
+                    if failed else set()
+                for i in (0, 1):
+                    rec = store.current(f"loss_in{i}_db", target)
+                    dead = failed and (not dark or i in dark)
+                    if rec is None and not dead:
+                        continue
+                    db = math.inf if dead else rec.value
+                    losses[(node, station, i)] = db
+                    if db > -10 * math.log10(LIT):
+                        self._bad.add((node, station, i))
+        self.patch_loss_db = losses
+        self._best.clear()
         return losses
 
     def calibrate(self) -> int:

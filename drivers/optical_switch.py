@@ -47,8 +47,15 @@ class QnetlabOpticalSwitch(QnetlabVisaInstrument):
     default_terminator = "\n"
     default_timeout = 5.0
 
-    def __init__(self, name: str, address: str, **kwargs: Unpack[VisaInstrumentKWArgs]) -> None:
+    def __init__(self, name: str, address: str,
+                 wiring: dict[str, int | list[int]] | None = None,
+                 **kwargs: Unpack[VisaInstrumentKWArgs]) -> None:
         super().__init__(name, address, **kwargs)
+        #: the fibers on the switch, as cabled (the station file's ``init: wiring:``): each
+        #: node's QNU on one ingress port, each heralding station's two inputs on egress ports
+        self.wiring: dict[str, tuple[int, ...]] = {
+            str(k): tuple(int(p) for p in (v if isinstance(v, (list, tuple)) else [v]))
+            for k, v in (wiring or {}).items()}
         ingress, egress = (int(x) for x in self.ask(":OXC:SWIT:SIZE?").split(","))
         #: number of ingress ports (= egress ports); ingress 1..N, egress N+1..2N
         self.size = ingress
@@ -60,6 +67,10 @@ class QnetlabOpticalSwitch(QnetlabVisaInstrument):
             docstring="Every patch as {ingress: egress}; setting it makes exactly these "
                       "patches (ONLY: unchanged ones stay lit).")
         """Every patch as {ingress: egress}; setting it makes exactly these patches."""
+        for what, ports in self.wiring.items():
+            for p in ports:
+                if not 1 <= p <= 2 * ingress:
+                    raise ValueError(f"{name}: wiring {what}={p} not a port in 1..{2 * ingress}")
         self._finish_init()
 
     # --- validation before anything is sent ------------------------------------------------
@@ -125,6 +136,16 @@ class QnetlabOpticalSwitch(QnetlabVisaInstrument):
             raise ValueError(f"{self.name}: port={port!r} not an integer in 1..{2 * self.size}")
         other = int(self.ask(f":OXC:SWIT:CONN:PORT? {port}"))
         return other or None
+
+    def power(self, ports: list[int]) -> list[float]:
+        """Optical power (dBm) at each port's power monitor (``:MONitor:POWer?``, the OPM
+        option): an ingress port reads the light entering it, an egress port what its patch
+        passes; the monitor floor (about -60 dBm) means no light."""
+        for p in ports:
+            if not isinstance(p, int) or not 1 <= p <= 2 * self.size:
+                raise ValueError(f"{self.name}: port={p!r} not an integer in 1..{2 * self.size}")
+        reply = self.ask(f":MON:POW? {channel_list(list(ports))}")
+        return [float(x) for x in reply.split(",")]
 
     def settle(self) -> None:
         """Wait (``*OPC?``, lab time) until every reconfiguration has settled."""

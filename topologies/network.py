@@ -89,6 +89,8 @@ class Instrument:
     kind: str
     resource: str
     bind: dict[str, str]
+    #: driver arguments beyond the visalib (the station file's ``init:``), e.g. a switch's wiring
+    init: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -258,8 +260,9 @@ def datacenter(spec: TopologySpec, seed: int | None = None) -> Network:
               "fiber_km": DC_FIBER_KM,
               "nodes": {node: i + 1 for i, node in enumerate(nodes)},
               "stations": {h: [n + 2 * j + 1, n + 2 * j + 2] for j, h in enumerate(heralds)}}
+    wiring = {**switch["nodes"], **switch["stations"]}  # as cabled, for the calibration graph
     oxc = Instrument("oxc", "switch", KINDS["switch"].address.format(host="oxc"),
-                     {"switch": "oxc"})
+                     {"switch": "oxc"}, init={"wiring": wiring})
     return Network(name=f"sim_dc{k}_{m}", spec=spec.text,
                    title=f"a data center: {k} QPUs and {m} heralding stations around one "
                    f"{2 * n}-port optical switch", nodes=nodes, heralds=heralds, links=(),

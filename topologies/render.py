@@ -52,7 +52,7 @@ def station_yaml(network: Network, visalib: str) -> str:
         entry: dict[str, Any] = {
             "type": kind.driver, "address": inst.resource, "enable_forced_reconnect": True,
             "init": {"visalib": visalib, "timeout": _number(kind.timeout),
-                     "print_connect_message": False}}
+                     "print_connect_message": False, **inst.init}}
         if kind.parameters:
             entry["parameters"] = {p: dict(v) for p, v in kind.parameters.items()}
         instruments[inst.name] = entry

@@ -119,6 +119,11 @@ class Calibration:
         return frozenset({f"link:{target}", f"herald:{link.herald}"}
                          | {f"node:{n}" for n in link.nodes})
 
+    def targets(self, topology: Topology) -> list[str] | None:
+        """The targets of a calibration whose scope is not one of the topology's own (node,
+        herald, link), e.g. a switch's patches; None: the scope's targets."""
+        return None
+
     def check_data(self, ctx: CalContext, target: str) -> Check:
         raise NotImplementedError
 
@@ -277,10 +282,10 @@ class CalibrationGraph:
         self.topology = topology
         self.graph = nx.DiGraph()
         for cal in calibrations:
-            for target in self.targets(cal.scope):
+            for target in self.targets_of(cal):
                 self.graph.add_node((cal.name, target))
         for cal in calibrations:
-            for target in self.targets(cal.scope):
+            for target in self.targets_of(cal):
                 for dep_name in cal.depends_on:
                     dep = self.calibrations[dep_name]
                     for dep_target in self._dependency_targets(cal.scope, target, dep.scope):
@@ -292,6 +297,11 @@ class CalibrationGraph:
         topo = self.topology
         return {"node": list(topo.nodes), "herald": list(topo.heralds),
                 "link": list(topo.links)}[scope]
+
+    def targets_of(self, cal: Calibration) -> list[str]:
+        """Where ``cal`` runs: its own targets if it names them, else its scope's."""
+        own = cal.targets(self.topology)
+        return self.targets(cal.scope) if own is None else own
 
     def _dependency_targets(self, scope: str, target: str, dep_scope: str) -> list[str]:
         topo = self.topology
@@ -331,7 +341,7 @@ class CalibrationGraph:
         """Every (calibration, target), calibrations in the order given, targets sorted as
         the topology lists them: the order status tables show."""
         return [(name, target) for name, cal in self.calibrations.items()
-                for target in self.targets(cal.scope)]
+                for target in self.targets_of(cal)]
 
     def fresh(self, key: Key, states: Mapping[Key, NodeState], now: float) -> bool:
         """The one rule for "fresh", used by the engine, ``qnetlab status`` and the dashboard:

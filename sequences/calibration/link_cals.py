@@ -19,6 +19,7 @@ from qnetlab.sequences.fitting import (
 )
 from qnetlab.sequences.fom import JITTER_SIGMA_S
 from qnetlab.sequences.pumps import node_pumps, pumps_emitting
+from qnetlab.stations import Topology
 
 from .engine import (
     CalContext,
@@ -59,6 +60,13 @@ class DetectorTiming(Calibration):
     efficiency_read_s: float = 20.0
     reference_fiber_km: float = 2.0  # the fiber record_s is chosen for (2 km each side)
     max_record_factor: float = 8.0  # a long link records at most this much longer
+
+    def targets(self, topology: Topology) -> list[str]:
+        """Heralding stations some link reaches: one a switch patches nodes to (a data center)
+        has no fixed pair of nodes to time its detectors with; its paths are calibrated by
+        ``switch_patch_loss`` and its links by the data-center layer."""
+        linked = {lk.herald for lk in topology.links.values()}
+        return [h for h in topology.heralds if h in linked]
 
     def _record_factor(self, ctx: CalContext, target: str) -> float:
         """How much longer than ``record_s`` this station records: a long fiber brings fewer

@@ -10,12 +10,20 @@ have settled (the reconfiguration time passes on the lab clock).
 
 from __future__ import annotations
 
+import math
 import re
+
+import numpy as np
 
 from qnetlab.sim_instruments.physics.switch import SwitchFabric
 from qnetlab.sim_instruments.protocol import InstrumentRefusal
 
 from .base import DeviceModel
+
+#: the port power monitors: floor (dark), read noise (dB), the light each node's fiber carries
+MONITOR_FLOOR_DBM = -60.0
+MONITOR_NOISE_DB = 0.01
+SOURCE_DBM = -10.0
 
 _LIST = re.compile(r"^\(@([0-9:,\s]*)\)$")
 
@@ -66,6 +74,8 @@ class OpticalSwitchModel(DeviceModel):
         #: the node whose QNU fiber enters ingress port 1 (a bare YAML's one node), if any
         self.node = next((self.lab.nodes[n] for n, p in self.fabric.node_ports.items()
                           if p == 1), None)
+
+        self._monitor_rng = np.random.default_rng([self.lab.seed, 0x6F6D])
 
     def serial(self) -> str:
         return f"PX{self.fabric.name.upper()[:6]}"
@@ -145,6 +155,26 @@ class OpticalSwitchModel(DeviceModel):
             raise InstrumentRefusal("data_out_of_range", f"port {port} not in 1..{2 * n}")
         other = (self.fabric.egress_of(port) if port <= n else self.fabric.ingress_of(port))
         return str(other or 0)
+
+    def monitor_power(self, args: str) -> str:
+        """``:MONitor:POWer? (@ports)``: each port's power monitor in dBm. An ingress port reads
+        the light entering on it (a node's fiber carries ``SOURCE_DBM``), an egress port the
+        light its patch passes now (nothing while dark, through a stuck port or unpatched)."""
+        ports = parse_channel_list(args)
+        n, t = self.fabric.size, self.now()
+        nodes_on = set(self.fabric.node_ports.values())
+        readings = []
+        for port in ports:
+            if not 1 <= port <= 2 * n:
+                raise InstrumentRefusal("data_out_of_range", f"port {port} not in 1..{2 * n}")
+            ingress = port if port <= n else self.fabric.ingress_of(port)
+            mw = 10 ** (SOURCE_DBM / 10) if ingress in nodes_on else 0.0
+            if port > n and ingress is not None:
+                mw *= self.fabric.patch_transmission(ingress, t)
+            dbm = 10 * math.log10(mw) if mw > 0 else -math.inf
+            dbm = max(dbm, MONITOR_FLOOR_DBM) + self._monitor_rng.normal(0.0, MONITOR_NOISE_DB)
+            readings.append(f"{dbm:.3f}")
+        return ",".join(readings)
 
     def state(self) -> str:
         pairs = sorted(self.fabric.patches.items())
