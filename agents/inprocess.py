@@ -43,6 +43,17 @@ class InProcessAgents:
     def status(self) -> dict[str, dict[str, Any]]:
         return {s: a.status() for s, a in self.agents.items()}
 
+    def watchdogs(self) -> dict[str, Any]:
+        """``node -> watchdog`` of every site that runs one: in this process the coordinator's
+        own waits can go through them (its safe points: stops, suspend and resume)."""
+        return {node: agent.watchdog for agent in self.agents.values()
+                if getattr(agent, "watchdog", None) is not None for node in agent.site.nodes}
+
+    def take_events(self) -> list[dict[str, Any]]:
+        """Every agent's events not yet handed over with a reply (e.g. of a watchdog poll
+        made during one of the coordinator's waits)."""
+        return [event for agent in self.agents.values() for event in agent.take_events()]
+
     def take_deaths(self) -> list[str]:
         """Sites whose agent died since the last call: none, in this process."""
         return []

@@ -45,6 +45,10 @@ class Transport(Protocol):
 
     def status(self) -> dict[str, dict[str, Any]]: ...
 
+    def watchdogs(self) -> dict[str, Any]: ...
+
+    def take_events(self) -> list[dict[str, Any]]: ...
+
     def take_deaths(self) -> list[str]: ...
 
     def wait_ready(self, site: str, timeout_s: float) -> dict[str, Any]: ...
@@ -257,17 +261,31 @@ class AgentBundle:
     def status(self) -> dict[str, dict[str, Any]]:
         return self.transport.status()
 
+    def watchdogs(self) -> dict[str, Any]:
+        """``node -> its site's watchdog``, where the coordinator can reach them (agents in
+        this process); empty on Ray, where each actor's watchdog guards its own calls."""
+        return self.transport.watchdogs()
+
+    def deliver_events(self) -> None:
+        """Hand the listeners the events the agents hold that no reply has carried yet."""
+        for event in self.transport.take_events():
+            for listener in list(self._listeners):
+                listener(event)
+
     @contextmanager
-    def operating(self, runs: Any) -> Iterator[AgentBundle]:
-        """What ``qnetlab`` runs a sequence in on agents: events into the runs open at the time
-        (each agent runs its own watchdog); on any exception every site goes safe and the
-        read-back travels with the exception (``safe_state``)."""
+    def guarded(self) -> Iterator[AgentBundle]:
+        """The bundle a guarded sequence runs on: its waits go through the watchdogs of the
+        sites it works on (``safety.working_on``; every site's otherwise), which are its safe
+        points (a pending stop, suspend and resume); each agent's watchdog also polls inside
+        its calls, as it always does. The agents' pending events reach the listeners at the
+        end."""
+        from qnetlab.sequences.safety import SiteGuardedClock
+
+        dogs = self.watchdogs()
         try:
-            with self.recovery_listener(runs.log_event):
-                yield self
-        except BaseException as exc:
-            exc.safe_state = self.safe_state()  # type: ignore[attr-defined]
-            raise
+            yield self._replace(clock=SiteGuardedClock(dogs, self.clock)) if dogs else self
+        finally:
+            self.deliver_events()
 
     def close(self) -> None:
         self.transport.close()

@@ -232,6 +232,14 @@ class RayAgents:
         """Each site's actor process id (tests kill one to see it restarted)."""
         return self._gather("pid")
 
+    def watchdogs(self) -> dict[str, Any]:
+        """None reachable here: each actor's watchdog guards its site's calls on its machine."""
+        return {}
+
+    def take_events(self) -> list[dict[str, Any]]:
+        """None pending here: an actor's events travel with its replies."""
+        return []
+
     def take_deaths(self) -> list[str]:
         with self._lock:
             died, self._deaths = self._deaths, []

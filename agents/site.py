@@ -224,6 +224,10 @@ class SiteAgent:
         with self._lock:
             self._events.append({**event, "site": self.site.name})
 
+    def take_events(self) -> list[dict[str, Any]]:
+        """The events recorded since the last reply (they are handed over once)."""
+        return self._drain()
+
     def _drain(self) -> list[dict[str, Any]]:
         with self._lock:
             events, self._events = self._events, []
