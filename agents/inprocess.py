@@ -4,6 +4,7 @@ instrument's exchanges locked by its driver. Nothing to start; Ray is never impo
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +35,9 @@ class InProcessAgents:
     def describe(self) -> dict[str, dict[str, Any]]:
         return {s: a.describe() for s, a in self.agents.items()}
 
-    def snapshots(self) -> dict[str, Any]:
-        return {n: snap for a in self.agents.values() for n, snap in a.snapshot().items()}
+    def snapshots(self, names: Collection[str] | None = None) -> dict[str, Any]:
+        """Snapshots of the instruments ``names`` (every one if None)."""
+        return {n: snap for a in self.agents.values() for n, snap in a.snapshot(names).items()}
 
     def safe_state(self) -> dict[str, dict[str, str]]:
         return {s: a.safe_state() for s, a in self.agents.items()}

@@ -12,7 +12,7 @@ listeners of :meth:`AgentBundle.recovery_listener`.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
@@ -39,7 +39,7 @@ class Transport(Protocol):
 
     def describe(self) -> dict[str, dict[str, Any]]: ...
 
-    def snapshots(self) -> dict[str, Any]: ...
+    def snapshots(self, names: Collection[str] | None = None) -> dict[str, Any]: ...
 
     def safe_state(self) -> dict[str, dict[str, str]]: ...
 
@@ -64,12 +64,14 @@ class _SiteLink:
 
     def call(self, parts: tuple[str, ...], attr: str, args: tuple[Any, ...] = (),
              kwargs: dict[str, Any] | None = None) -> Any:
-        args = tuple(_as_ref(a) for a in args)
-        kwargs = {k: _as_ref(v) for k, v in (kwargs or {}).items()}
+        if args:  # most calls are reads: no per-call allocations for them
+            args = tuple(_as_ref(a) for a in args)
+        kwargs = {k: _as_ref(v) for k, v in kwargs.items()} if kwargs else {}
         reply = self.transport.call(self.site, parts, attr, args, kwargs)
-        for event in reply.events:
-            for listener in list(self.listeners):
-                listener(event)
+        if reply.events:
+            for event in reply.events:
+                for listener in list(self.listeners):
+                    listener(event)
         if reply.error is not None:
             raise reply.error
         if isinstance(reply.value, Ref):
@@ -186,8 +188,7 @@ class AgentStation:
         return AgentStation(self._bundle, frozenset(names))
 
     def snapshot(self, update: Any = False) -> dict[str, Any]:
-        instruments = {n: snap for n, snap in self._bundle.transport.snapshots().items()
-                       if self._mine(n)}
+        instruments = self._bundle.transport.snapshots(self._names)  # only the ones asked
         return {"instruments": instruments, "parameters": {},
                 "components": {}, "config": None,
                 "qnetlab_agents": {s: [n for n in site.instruments if self._mine(n)]
