@@ -148,6 +148,7 @@ class InstrumentProxy:
         for n, sub in description["submodules"].items():
             self.submodules[n] = (tuple(InstrumentProxy(link, c) for c in sub["channels"])
                                   if "channels" in sub else InstrumentProxy(link, sub))
+        self.__dict__.update(description.get("constants", {}))
         self.__dict__.update(self.parameters)
         self.__dict__.update(self.submodules)
 

@@ -79,10 +79,13 @@ def describe(obj: Any) -> dict[str, Any]:
     taken = set(parameters) | set(submodules)
     methods = sorted(n for n in dir(type(obj)) if not n.startswith("_") and n not in taken
                      and callable(getattr(type(obj), n, None)))
+    constants = {n: getattr(type(obj), n) for n in dir(type(obj)) if n.isupper() and not
+                 n.startswith("_") and isinstance(getattr(type(obj), n), (str, int, float))}
     return {"parts": list(obj.name_parts), "name": obj.name, "short_name": obj.short_name,
             "full_name": obj.full_name,
             "parameters": parameters,
-            "submodules": submodules, "methods": methods}
+            "submodules": submodules, "methods": methods,
+            "constants": constants}  # the driver's class constants, e.g. SAFE_MAX_RANGE
 
 
 def _parameter(p: Any) -> dict[str, Any]:

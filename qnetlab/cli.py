@@ -19,6 +19,7 @@ import os
 import sqlite3
 import sys
 import tempfile
+import threading
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -254,12 +255,21 @@ class _SignalStopper:
     """The SIGTERM/SIGHUP handler: the first signal raises :class:`SignalStop` at once (like
     Ctrl-C); since a signal can land where an exception is swallowed (a ``__del__``, a
     callback), the stop stays pending and :meth:`check` raises it again at the sequences'
-    next safe point (the watchdog's polls), until the cleanup has begun. Later signals never
-    raise: they must not cut short the cleanup that makes the lab safe."""
+    next safe point (the watchdog's polls) in every thread but the one doing the cleanup
+    (so concurrent calibration workers stop too, their runs marked interrupted). Later signals
+    never raise: they must not cut short the cleanup that makes the lab safe."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
-        self.cleaning = False
+        self.cleaner: int | None = None  # the thread making the lab safe
+
+    @property
+    def cleaning(self) -> bool:
+        return self.cleaner is not None
+
+    @cleaning.setter
+    def cleaning(self, value: bool) -> None:
+        self.cleaner = threading.get_ident() if value else None
 
     def __call__(self, signum: int, _frame: Any) -> None:
         if self.signum is None:
@@ -267,7 +277,7 @@ class _SignalStopper:
             raise SignalStop(signum)
 
     def check(self) -> None:
-        if self.signum is not None and not self.cleaning:
+        if self.signum is not None and self.cleaner != threading.get_ident():
             raise SignalStop(self.signum)
 
 
