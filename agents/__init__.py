@@ -39,6 +39,18 @@ def load_agents(station: str | os.PathLike[str], *, cluster: str | None = None,
     return AgentBundle(transport, topology, clock, path)
 
 
+def unowned_instruments(station: str | os.PathLike[str]) -> list[str]:
+    """Instruments of the station file that no site owns (e.g. a data center's optical
+    switch, which no node or heralding station names): agents cannot reach them yet."""
+    import yaml
+
+    path = station_file(station)
+    owned = {i for site in sites_of(read_topology(path)).values() for i in site.instruments}
+    specs = (yaml.safe_load(path.read_text()) or {}).get("instruments") or {}
+    return [n for n, spec in specs.items() if n not in owned and not (
+        isinstance(spec, dict) and str(spec.get("type", "")).endswith(".NetworkTopology"))]
+
+
 def load_calibrated_agents(station: str | os.PathLike[str],
                            data_dir: str | os.PathLike[str] | None = None, *,
                            cluster: str | None = None) -> tuple[AgentBundle, Any]:
@@ -70,4 +82,5 @@ __all__ = [
     "load_agents",
     "load_calibrated_agents",
     "sites_of",
+    "unowned_instruments",
 ]

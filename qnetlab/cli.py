@@ -216,11 +216,13 @@ def _bring_up(ctx: Context, calibrated: bool = True) -> tuple[Any, Any]:
     process (the embedded default: nothing to start) or as Ray actors on ``--cluster``, the
     stored calibration put on the instruments if asked. The coordinator (calibration graph,
     link and network sequences) talks only to these agents."""
-    from qnetlab.agents import load_agents, load_calibrated_agents
+    from qnetlab.agents import load_agents, load_calibrated_agents, unowned_instruments
 
     path = _station_path(ctx.station)
     if ctx.cluster is None:
         _use_profile(path, ctx.profile)
+        if unowned_instruments(path):  # e.g. a data center's switch: no agent owns it yet
+            return _bring_up_station(ctx, path, calibrated)
     elif ctx.profile is not None:
         raise click.BadParameter("a device profile is for the in-process simulated lab; with "
                                  "--cluster give it to `qnetlab sim serve`", param_hint="--profile")
@@ -232,6 +234,17 @@ def _bring_up(ctx: Context, calibrated: bool = True) -> tuple[Any, Any]:
         if ctx.cluster is None:
             raise
         raise click.ClickException(str(exc)) from None
+
+
+def _bring_up_station(ctx: Context, path: Path, calibrated: bool) -> tuple[Any, Any]:
+    """(station bundle, calibration store or None): the plain station in this process, for a
+    station with instruments that no site owns."""
+    from qnetlab import stations
+    from qnetlab.sequences.calibration import load_calibrated
+
+    if calibrated:
+        return load_calibrated(path, ctx.data)
+    return stations.load(path), None
 
 
 def _calibrate_on(bundle: Any) -> Callable[..., Any]:
