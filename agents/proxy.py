@@ -12,7 +12,7 @@ listeners of :meth:`AgentBundle.recovery_listener`.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
@@ -39,11 +39,15 @@ class Transport(Protocol):
 
     def describe(self) -> dict[str, dict[str, Any]]: ...
 
-    def snapshots(self) -> dict[str, Any]: ...
+    def snapshots(self, names: Collection[str] | None = None) -> dict[str, Any]: ...
 
     def safe_state(self) -> dict[str, dict[str, str]]: ...
 
     def status(self) -> dict[str, dict[str, Any]]: ...
+
+    def watchdogs(self) -> dict[str, Any]: ...
+
+    def take_events(self) -> list[dict[str, Any]]: ...
 
     def take_deaths(self) -> list[str]: ...
 
@@ -60,12 +64,14 @@ class _SiteLink:
 
     def call(self, parts: tuple[str, ...], attr: str, args: tuple[Any, ...] = (),
              kwargs: dict[str, Any] | None = None) -> Any:
-        args = tuple(_as_ref(a) for a in args)
-        kwargs = {k: _as_ref(v) for k, v in (kwargs or {}).items()}
+        if args:  # most calls are reads: no per-call allocations for them
+            args = tuple(_as_ref(a) for a in args)
+        kwargs = {k: _as_ref(v) for k, v in kwargs.items()} if kwargs else {}
         reply = self.transport.call(self.site, parts, attr, args, kwargs)
-        for event in reply.events:
-            for listener in list(self.listeners):
-                listener(event)
+        if reply.events:
+            for event in reply.events:
+                for listener in list(self.listeners):
+                    listener(event)
         if reply.error is not None:
             raise reply.error
         if isinstance(reply.value, Ref):
@@ -142,6 +148,7 @@ class InstrumentProxy:
         for n, sub in description["submodules"].items():
             self.submodules[n] = (tuple(InstrumentProxy(link, c) for c in sub["channels"])
                                   if "channels" in sub else InstrumentProxy(link, sub))
+        self.__dict__.update(description.get("constants", {}))
         self.__dict__.update(self.parameters)
         self.__dict__.update(self.submodules)
 
@@ -182,8 +189,7 @@ class AgentStation:
         return AgentStation(self._bundle, frozenset(names))
 
     def snapshot(self, update: Any = False) -> dict[str, Any]:
-        instruments = {n: snap for n, snap in self._bundle.transport.snapshots().items()
-                       if self._mine(n)}
+        instruments = self._bundle.transport.snapshots(self._names)  # only the ones asked
         return {"instruments": instruments, "parameters": {},
                 "components": {}, "config": None,
                 "qnetlab_agents": {s: [n for n in site.instruments if self._mine(n)]
@@ -257,17 +263,31 @@ class AgentBundle:
     def status(self) -> dict[str, dict[str, Any]]:
         return self.transport.status()
 
+    def watchdogs(self) -> dict[str, Any]:
+        """``node -> its site's watchdog``, where the coordinator can reach them (agents in
+        this process); empty on Ray, where each actor's watchdog guards its own calls."""
+        return self.transport.watchdogs()
+
+    def deliver_events(self) -> None:
+        """Hand the listeners the events the agents hold that no reply has carried yet."""
+        for event in self.transport.take_events():
+            for listener in list(self._listeners):
+                listener(event)
+
     @contextmanager
-    def operating(self, runs: Any) -> Iterator[AgentBundle]:
-        """What ``qnetlab`` runs a sequence in on agents: events into the runs open at the time
-        (each agent runs its own watchdog); on any exception every site goes safe and the
-        read-back travels with the exception (``safe_state``)."""
+    def guarded(self) -> Iterator[AgentBundle]:
+        """The bundle a guarded sequence runs on: its waits go through the watchdogs of the
+        sites it works on (``safety.working_on``; every site's otherwise), which are its safe
+        points (a pending stop, suspend and resume); each agent's watchdog also polls inside
+        its calls, as it always does. The agents' pending events reach the listeners at the
+        end."""
+        from qnetlab.sequences.safety import SiteGuardedClock
+
+        dogs = self.watchdogs()
         try:
-            with self.recovery_listener(runs.log_event):
-                yield self
-        except BaseException as exc:
-            exc.safe_state = self.safe_state()  # type: ignore[attr-defined]
-            raise
+            yield self._replace(clock=SiteGuardedClock(dogs, self.clock)) if dogs else self
+        finally:
+            self.deliver_events()
 
     def close(self) -> None:
         self.transport.close()

@@ -26,6 +26,7 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -90,8 +91,8 @@ class SiteActor:
     def describe(self) -> dict[str, Any]:
         return self.agent.describe()
 
-    def snapshot(self) -> dict[str, Any]:
-        return self.agent.snapshot()
+    def snapshot(self, names: list[str] | None = None) -> dict[str, Any]:
+        return self.agent.snapshot(names)
 
     def safe_state(self) -> dict[str, str]:
         return self.agent.safe_state()
@@ -195,12 +196,17 @@ class RayAgents:
     def describe(self) -> dict[str, dict[str, Any]]:
         return self._gather("describe")
 
-    def snapshots(self) -> dict[str, Any]:
-        """Every instrument's snapshot for a run's metadata; a site whose agent is down or
-        restarting says so instead (a run on the other sites goes on)."""
-        up = {s: a.snapshot.remote() for s, a in self.actors.items() if s not in self._down}
+    def snapshots(self, names: Collection[str] | None = None) -> dict[str, Any]:
+        """The instruments' snapshots (those in ``names`` if given) for a run's metadata; a
+        site whose agent is down or restarting says so instead (a run on the other sites goes
+        on)."""
+        wanted = {s: [n for n in site.instruments if names is None or n in names]
+                  for s, site in self.sites.items() if s in self.actors}
+        wanted = {s: insts for s, insts in wanted.items() if insts}
+        asked = None if names is None else sorted(names)
+        up = {s: self.actors[s].snapshot.remote(asked) for s in wanted if s not in self._down}
         out: dict[str, Any] = {}
-        for site, instruments in ((s, self.sites[s].instruments) for s in self.actors):
+        for site, instruments in wanted.items():
             try:
                 if site not in up:
                     raise SiteRestarted(f"site {site}: agent restarting")
@@ -231,6 +237,14 @@ class RayAgents:
     def pids(self) -> dict[str, int]:
         """Each site's actor process id (tests kill one to see it restarted)."""
         return self._gather("pid")
+
+    def watchdogs(self) -> dict[str, Any]:
+        """None reachable here: each actor's watchdog guards its site's calls on its machine."""
+        return {}
+
+    def take_events(self) -> list[dict[str, Any]]:
+        """None pending here: an actor's events travel with its replies."""
+        return []
 
     def take_deaths(self) -> list[str]:
         with self._lock:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import pickle
 import threading
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from qcodes.station import Station
 from qnetlab.clock import Clock, WallClock
 from qnetlab.errors import QnetlabError
 from qnetlab.stations import StationBundle, read_topology, station_file
-from qnetlab.stations.loader import served_clock
+from qnetlab.stations.loader import LabStation, served_clock
 from qnetlab.stations.lock import acquire, hardware_addresses
 from qnetlab.stations.topology import TopologyError
 
@@ -78,10 +79,13 @@ def describe(obj: Any) -> dict[str, Any]:
     taken = set(parameters) | set(submodules)
     methods = sorted(n for n in dir(type(obj)) if not n.startswith("_") and n not in taken
                      and callable(getattr(type(obj), n, None)))
+    constants = {n: getattr(type(obj), n) for n in dir(type(obj)) if n.isupper() and not
+                 n.startswith("_") and isinstance(getattr(type(obj), n), (str, int, float))}
     return {"parts": list(obj.name_parts), "name": obj.name, "short_name": obj.short_name,
             "full_name": obj.full_name,
             "parameters": parameters,
-            "submodules": submodules, "methods": methods}
+            "submodules": submodules, "methods": methods,
+            "constants": constants}  # the driver's class constants, e.g. SAFE_MAX_RANGE
 
 
 def _parameter(p: Any) -> dict[str, Any]:
@@ -140,7 +144,7 @@ def load_site(path: Path, site: Site, topology: Any) -> StationBundle:
     lock = acquire(hardware_addresses({n: specs[n] for n in site.instruments}),
                    f"{path.name} (site {site.name})")
     try:
-        station = Station(config_file=str(path))
+        station = LabStation(config_file=str(path))  # parsed once, not per instrument
         station.qnetlab_lock = lock  # type: ignore[attr-defined]
         station.load_all_instruments(only_names=site.instruments)
     except BaseException:
@@ -224,7 +228,13 @@ class SiteAgent:
         with self._lock:
             self._events.append({**event, "site": self.site.name})
 
+    def take_events(self) -> list[dict[str, Any]]:
+        """The events recorded since the last reply (they are handed over once)."""
+        return self._drain()
+
     def _drain(self) -> list[dict[str, Any]]:
+        if not self._events:  # the common case: nothing to hand over, no lock taken
+            return []
         with self._lock:
             events, self._events = self._events, []
         return events
@@ -281,10 +291,11 @@ class SiteAgent:
         """Every instrument of the site, described (one call builds all of a site's proxies)."""
         return {n: describe(self.bundle.station.components[n]) for n in self.site.instruments}
 
-    def snapshot(self) -> dict[str, Any]:
-        """The site's instruments' snapshots from their caches (no instrument is queried)."""
+    def snapshot(self, names: Collection[str] | None = None) -> dict[str, Any]:
+        """The site's instruments' snapshots (those in ``names`` if given) from their caches
+        (no instrument is queried)."""
         return {n: self.bundle.station.components[n].snapshot(update=False)
-                for n in self.site.instruments}
+                for n in self.site.instruments if names is None or n in names}
 
     def safe_state(self) -> dict[str, str]:
         """Every emitter and heater of the site safe, read back (see ``station_safe_state``)."""

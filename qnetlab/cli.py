@@ -19,6 +19,7 @@ import os
 import sqlite3
 import sys
 import tempfile
+import threading
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -211,53 +212,47 @@ def _use_profile(path: Path, profile: str | None) -> None:
 
 
 def _bring_up(ctx: Context, calibrated: bool = True) -> tuple[Any, Any]:
-    """(bundle, calibration store or None): the station up, calibration applied if asked."""
+    """(agent bundle, calibration store or None): one agent per site of the station, in this
+    process (the embedded default: nothing to start) or as Ray actors on ``--cluster``, the
+    stored calibration put on the instruments if asked. The coordinator (calibration graph,
+    link and network sequences) talks only to these agents."""
+    from qnetlab.agents import load_agents, load_calibrated_agents, unowned_instruments
+
+    path = _station_path(ctx.station)
+    if ctx.cluster is None:
+        _use_profile(path, ctx.profile)
+        if unowned_instruments(path):  # e.g. a data center's switch: no agent owns it yet
+            return _bring_up_station(ctx, path, calibrated)
+    elif ctx.profile is not None:
+        raise click.BadParameter("a device profile is for the in-process simulated lab; with "
+                                 "--cluster give it to `qnetlab sim serve`", param_hint="--profile")
+    try:
+        if calibrated:
+            return load_calibrated_agents(path, ctx.data, cluster=ctx.cluster)
+        return load_agents(path, cluster=ctx.cluster), None
+    except (ValueError, ConnectionError) as exc:
+        if ctx.cluster is None:
+            raise
+        raise click.ClickException(str(exc)) from None
+
+
+def _bring_up_station(ctx: Context, path: Path, calibrated: bool) -> tuple[Any, Any]:
+    """(station bundle, calibration store or None): the plain station in this process, for a
+    station with instruments that no site owns."""
     from qnetlab import stations
     from qnetlab.sequences.calibration import load_calibrated
 
-    path = _station_path(ctx.station)
-    if ctx.cluster is not None:
-        return _bring_up_on_cluster(ctx, path, calibrated)
-    _use_profile(path, ctx.profile)
     if calibrated:
         return load_calibrated(path, ctx.data)
     return stations.load(path), None
 
 
-# --- --cluster: one agent per site on Ray (qnetlab.agents) ---------------------------------------
-def _bring_up_on_cluster(ctx: Context, path: Path, calibrated: bool) -> tuple[Any, Any]:
-    """(agent bundle, calibration store or None): one Ray actor per site of the station on
-    the cluster ``--cluster``, the stored calibration put on the instruments if asked."""
-    from qnetlab.agents import load_agents
-    from qnetlab.sequences.calibration import CalibrationStore, apply_calibration
-
-    if ctx.profile is not None:
-        raise click.BadParameter("a device profile is for the in-process simulated lab; with "
-                                 "--cluster give it to `qnetlab sim serve`", param_hint="--profile")
-    try:
-        bundle = load_agents(path, cluster=ctx.cluster)
-    except (ValueError, ConnectionError) as exc:
-        raise click.ClickException(str(exc)) from None
-    if not calibrated:
-        return bundle, None
-    store = CalibrationStore(ctx.data)
-    try:
-        apply_calibration(bundle, store)
-    except BaseException:
-        bundle.close()
-        raise
-    return bundle, store
-
-
 def _calibrate_on(bundle: Any) -> Callable[..., Any]:
     """The calibration entry for ``bundle``: on site agents it resumes after a restart."""
+    from qnetlab.agents import AgentBundle, calibrate_resuming
     from qnetlab.sequences.calibration import calibrate
 
-    if hasattr(bundle, "transport"):
-        from qnetlab.agents import calibrate_resuming
-
-        return calibrate_resuming
-    return calibrate
+    return calibrate_resuming if isinstance(bundle, AgentBundle) else calibrate
 
 
 class SignalStop(KeyboardInterrupt):
@@ -273,12 +268,21 @@ class _SignalStopper:
     """The SIGTERM/SIGHUP handler: the first signal raises :class:`SignalStop` at once (like
     Ctrl-C); since a signal can land where an exception is swallowed (a ``__del__``, a
     callback), the stop stays pending and :meth:`check` raises it again at the sequences'
-    next safe point (the watchdog's polls), until the cleanup has begun. Later signals never
-    raise: they must not cut short the cleanup that makes the lab safe."""
+    next safe point (the watchdog's polls) in every thread but the one doing the cleanup
+    (so concurrent calibration workers stop too, their runs marked interrupted). Later signals
+    never raise: they must not cut short the cleanup that makes the lab safe."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
-        self.cleaning = False
+        self.cleaner: int | None = None  # the thread making the lab safe
+
+    @property
+    def cleaning(self) -> bool:
+        return self.cleaner is not None
+
+    @cleaning.setter
+    def cleaning(self, value: bool) -> None:
+        self.cleaner = threading.get_ident() if value else None
 
     def __call__(self, signum: int, _frame: Any) -> None:
         if self.signum is None:
@@ -286,7 +290,7 @@ class _SignalStopper:
             raise SignalStop(signum)
 
     def check(self) -> None:
-        if self.signum is not None and not self.cleaning:
+        if self.signum is not None and self.cleaner != threading.get_ident():
             raise SignalStop(self.signum)
 
 
@@ -318,26 +322,16 @@ def _installed_stopper() -> _SignalStopper | None:
 
 @contextmanager
 def operating(bundle: Any, runs: Any, per_site: bool = False) -> Iterator[Any]:
-    """Sequences run guarded: the safety watchdog polls on the lab clock, and interruptions
+    """Sequences run guarded: the safety watchdogs poll on the lab clock, and interruptions
     and instrument recoveries are written into the runs open at the time. If the sequence
     ends with any exception (Ctrl-C, SIGTERM, SIGHUP, a failure), every emitter and heater
-    of the station goes to its safe state; the read-back travels with the exception
-    (``safe_state``) to the one line the CLI prints. ``per_site``: one watchdog per node,
-    for sequences that operate several sites at once (a trip stops that site's work only)."""
-    from qnetlab.sequences import safety
-
-    if hasattr(bundle, "operating"):  # site agents: each runs its own watchdog
-        with bundle.operating(runs) as safe:
-            yield safe
-        return
+    goes to its safe state; the read-back travels with the exception (``safe_state``) to the
+    one line the CLI prints. The same on site agents (each site's own watchdog) as on a
+    plain station (``per_site``: one watchdog per node, for sequences that operate several
+    sites at once, so that a trip stops that site's work only; else one for the station)."""
     stopper = _installed_stopper()
-    if per_site:
-        dogs = safety.site_watchdogs(bundle, poll_s=5.0, on_event=runs.log_event)
-        guard = safety.guarded_sites(bundle, dogs)
-    else:
-        dogs = {"station": safety.default_watchdog(bundle, poll_s=5.0, on_event=runs.log_event)}
-        guard = safety.guarded(bundle, dogs["station"])
-    for dog in dogs.values():
+    dogs, guard = _guard(bundle, runs, per_site)
+    for dog in dogs:
         dog.stop_check = stopper.check if stopper is not None else None
     try:
         with bundle.recovery_listener(runs.log_event), guard as safe:
@@ -345,9 +339,38 @@ def operating(bundle: Any, runs: Any, per_site: bool = False) -> Iterator[Any]:
     except BaseException as exc:
         if stopper is not None:
             stopper.cleaning = True
-        states = safety.station_safe_state(bundle)
-        exc.safe_state = states  # type: ignore[attr-defined]
+        exc.safe_state = _make_safe(bundle)  # type: ignore[attr-defined]
         raise
+    finally:
+        for dog in dogs:  # agents' watchdogs outlive this block
+            dog.stop_check = None
+
+
+def _guard(bundle: Any, runs: Any, per_site: bool) -> tuple[list[Any], Any]:
+    """(the watchdogs the sequence's waits poll, the guard giving the bundle it runs on):
+    on agents their sites' own watchdogs (reporting through the agents' events), on a plain
+    station new ones reporting into ``runs``."""
+    from qnetlab.agents import AgentBundle
+    from qnetlab.sequences import safety
+
+    if isinstance(bundle, AgentBundle):
+        return list({id(d): d for d in bundle.watchdogs().values()}.values()), bundle.guarded()
+    if per_site:
+        sites = safety.site_watchdogs(bundle, poll_s=5.0, on_event=runs.log_event)
+        return list(sites.values()), safety.guarded_sites(bundle, sites)
+    dog = safety.default_watchdog(bundle, poll_s=5.0, on_event=runs.log_event)
+    return [dog], safety.guarded(bundle, dog)
+
+
+def _make_safe(bundle: Any) -> dict[str, str]:
+    """Every emitter and heater of the bundle safe (on agents all sites at once), read back
+    by instrument."""
+    from qnetlab.agents import AgentBundle
+    from qnetlab.sequences import safety
+
+    if isinstance(bundle, AgentBundle):
+        return bundle.safe_state()
+    return safety.station_safe_state(bundle)
 
 
 def _bar(label: str, length: int) -> Any:

@@ -100,3 +100,71 @@ def test_a_swallowed_signal_stops_the_sequence_at_its_next_wait_and_never_twice(
         stopper.check()
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _wait_for_an_open_run(data: Path, proc: subprocess.Popen, timeout_s: float = 120) -> None:
+    """Until a run is open (its live file exists), well after the calibration started."""
+    deadline = time.monotonic() + timeout_s
+    while len(list(data.rglob("*.h5*"))) < 3 or not list(data.rglob("*.h5.live")):
+        assert proc.poll() is None, f"qnetlab ended before: {proc.stderr.read()}"
+        assert time.monotonic() < deadline, "no run open"
+        time.sleep(0.005)
+
+
+def test_sigterm_during_calibrate_on_the_default_agents_stops_safely(tmp_path):
+    """``qnetlab calibrate`` goes through in-process site agents by default (its runs'
+    snapshots name the agents' sites); a SIGTERM mid-calibration still makes every site safe
+    (the one read-back line) and marks the open runs interrupted."""
+    from qnetlab.runread import load_run
+
+    data = tmp_path / "data"
+    env = {**os.environ, "QNETLAB_DATA": str(data), "MPLBACKEND": "Agg"}
+    proc = subprocess.Popen([sys.executable, "-m", "qnetlab", "calibrate", "--force"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for_an_open_run(data, proc)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, err[-2000:]
+    ours = [line for line in err.splitlines() if line.startswith("qnetlab:")]
+    assert len(ours) == 1 and "Traceback" not in err, err[-2000:]
+    assert ours[0].startswith("qnetlab: aborted by SIGTERM; open runs marked interrupted")
+    for node in ("alice", "bob"):
+        assert f"pump_{node}: output off, -99 dBm emitted" in ours[0]
+        assert f"aom_{node}: gate off" in ours[0]
+        assert f"fridge_{node}: MXC heater off (off)" in ours[0]
+    runs = list_runs(data)
+    statuses = {r["status"] for r in runs}
+    assert "interrupted" in statuses and statuses <= {"completed", "interrupted"}, statuses
+    snapshot = load_run(runs[-1]["guid"], data).dataset.snapshot["station"]
+    assert set(snapshot["qnetlab_agents"]) == {"alice", "bob", "mid"}
+
+
+def test_a_swallowed_signal_stops_a_sequence_on_agents_at_its_next_wait(sim_lab, qnetlab_store):
+    """On site agents ``operating`` gives the same guarantees as on a station: the pending
+    stop is checked at the sequence's next wait (through the sites' own watchdogs) and every
+    site is made safe, read back by instrument."""
+    from qnetlab.agents import load_agents
+    from qnetlab.cli import SignalStop, _SignalStopper
+
+    sim_lab("link")
+    bundle = load_agents("sim_link")
+    stopper = _SignalStopper()
+    try:
+        stopper(signal.SIGTERM, None)
+    except SignalStop:
+        pass  # swallowed where it landed
+    previous = signal.signal(signal.SIGTERM, stopper)
+    try:
+        bundle.node("alice")["pump"].output("on")
+        with pytest.raises(SignalStop) as stop, operating(bundle, qnetlab_store) as safe:
+            safe.clock.sleep(10.0)
+        assert stop.value.safe_state["pump_alice"].startswith("output off, -99 dBm emitted")
+        assert bundle.node("alice")["pump"].output() is False
+        bundle.clock.sleep(10.0)  # outside the block the sites' watchdogs no longer stop it
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        bundle.close()

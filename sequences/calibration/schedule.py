@@ -74,9 +74,12 @@ class Scheduler:
                 self._dispatch()
         try:
             self._finished.wait()
-        except BaseException as exc:  # Ctrl-C here: start nothing more
-            with self._mutex:
+        except BaseException as exc:  # Ctrl-C here: start nothing more, and let the running
+            with self._mutex:  # steps end first (a pending stop ends them at their next wait)
                 self._error = self._error or exc
+                running = self._running
+            if running:  # their runs are then closed (interrupted) before the lab is made safe
+                self._finished.wait()
             raise
         if self._error is not None:
             raise self._error
