@@ -1,7 +1,7 @@
 """One agent per site: the only owner of a site's instruments, in this process or on Ray.
 
 ``bundle = load_agents("sim_link")`` brings every site up in this process (nothing to start;
-what the ``qnetlab`` commands do by default);
+what ``qnetlab`` and ``qnetlab serve`` do by default);
 ``load_agents(path, cluster="auto")`` runs one Ray actor per site (``qnetlab-site-<name>``) on
 the machine that declares the resource ``site:<name>``. Either way the result is an
 :class:`AgentBundle`, which the calibrations and entanglement sequences take as they take a

@@ -1,4 +1,5 @@
-"""The lab the service owns: the station, its watchdog, calibration upkeep and what jobs do.
+"""The lab the service owns: the station through its site agents, their watchdogs, calibration
+upkeep and what jobs do.
 
 :class:`Lab` is the narrow interface between the HTTP service and the instruments. Everything
 in it runs on the one lab thread (QCoDeS instruments are not thread-safe); other threads only
@@ -10,8 +11,10 @@ waits on it. While idle, the service lets ``pace`` lab seconds pass per wall sec
 clock as in any sequence; calibration upkeep is due every ``maintain_every_s`` of lab time. On
 hardware (wall clock) or a served lab, lab time passes by itself and the same schedule holds.
 
-A job runs through the watchdog-guarded station, like the CLI's sequences; a watchdog that has
-tripped vetoes every write whatever the caller's credentials (:meth:`Lab.veto`).
+The station is owned through in-process site agents (one per site, as the CLI's commands), and
+a job runs through them guarded by the sites' own watchdogs, like the CLI's sequences; a site
+watchdog that has tripped vetoes every write whatever the caller's credentials
+(:meth:`Lab.veto`).
 """
 
 from __future__ import annotations
@@ -80,22 +83,22 @@ class Lab:
     # -- bring up and down (lab thread) --------------------------------------------------
 
     def start(self) -> None:
-        """Bring the station up with its stored calibration, under the watchdog."""
+        """Bring the station up through its site agents (in this process, one per site, each
+        with its own watchdog) with the stored calibration; jobs run guarded by them."""
+        from qnetlab.agents import load_calibrated_agents
         from qnetlab.runstore import RunStore
         from qnetlab.sequences.calibration import CalibrationGraph, default_calibrations
-        from qnetlab.sequences.calibration import load_calibrated as bring_up
-        from qnetlab.sequences.safety import default_watchdog, guarded
 
-        self.bundle, self.store = bring_up(self.station_name, self.data_dir)
+        self.bundle, self.store = load_calibrated_agents(self.station_name, self.data_dir)
         self._stack.callback(self.bundle.close)
         self._stack.callback(self._safe_state)
         self.runs = RunStore(self.data_dir)
         self.graph = CalibrationGraph(default_calibrations(), self.bundle.topology)
-        self.watchdog = default_watchdog(self.bundle, poll_s=self.poll_s,
-                                         on_event=self.runs.log_event)
-        self.watchdog.stop_check = self._check_stop
+        self.watchdog = SiteWatchdogs(self.bundle.watchdogs())
+        self.watchdog.stop_check(self._check_stop)
+        self._stack.callback(self.watchdog.stop_check, None)
         self._stack.enter_context(self.bundle.recovery_listener(self.runs.log_event))
-        self.safe = self._stack.enter_context(guarded(self.bundle, self.watchdog))
+        self.safe = self._stack.enter_context(self.bundle.guarded())
         self.watchdog.poll()
         if self.maintain_every_s > 0:
             self.next_maintenance = self.bundle.clock.now()
@@ -106,9 +109,7 @@ class Lab:
             raise ServiceStopping("the service was stopped while this job ran; not repeated")
 
     def _safe_state(self) -> None:
-        from qnetlab.sequences.safety import station_safe_state
-
-        station_safe_state(self.bundle)
+        self.bundle.safe_state()  # every site at once
 
     def close(self) -> None:
         """Every emitter and heater to its safe state, then the instruments closed."""
@@ -122,12 +123,11 @@ class Lab:
         clock = self.bundle.clock
         if getattr(clock, "is_virtual", False) and self.pace > 0 and wall_s > 0:
             clock.sleep(self.pace * wall_s)  # the watchdog's lab-clock alarm polls meanwhile
-        if self.watchdog.state != "aborted":
-            try:
-                self.watchdog.poll()
-            except Exception as exc:  # a hard trip: the watchdog is now aborted (final)
-                self.runs.log_event({"lab_time": clock.now(), "kind": "service",
-                                     "detail": f"watchdog: {exc}"})
+        try:
+            self.watchdog.poll()  # every site's watchdog that has not aborted
+        except Exception as exc:  # a hard trip: that site's watchdog is aborted (final)
+            self.runs.log_event({"lab_time": clock.now(), "kind": "service",
+                                 "detail": f"watchdog: {exc}"})
         if self.watchdog.state == "aborted" and not self._made_safe:
             self._made_safe = True  # a hard trip: every emitter and heater off, once
             self._safe_state()
@@ -297,6 +297,51 @@ class Lab:
                          else None,
                          "timeout_s": self.graph.calibrations[key[0]].timeout_s})
         return rows
+
+
+class SiteWatchdogs:
+    """The sites' watchdogs (each site agent's own) seen as the service's one watchdog: its
+    state is the worst of theirs, its events theirs in lab-time order, its last trip the
+    latest of theirs; a poll polls every site that has not aborted."""
+
+    SEVERITY = ("running", "resuming", "suspending", "suspended", "aborted")
+
+    def __init__(self, by_node: dict[str, Any]) -> None:
+        self.sites = list({id(d): d for d in by_node.values()}.values())
+
+    @property
+    def state(self) -> str:
+        if not self.sites:
+            return "running"
+        return max((str(d.state) for d in self.sites), key=self.SEVERITY.index)
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        return sorted((e for d in self.sites for e in d.events), key=lambda e: e["lab_time"])
+
+    @property
+    def last_trip(self) -> dict[str, Any] | None:
+        trips = [d.last_trip for d in self.sites if d.last_trip is not None]
+        return max(trips, key=lambda t: t["lab_time"]) if trips else None
+
+    def stop_check(self, check: Any) -> None:
+        """Give every site's watchdog the check its sequence's waits run (None: none)."""
+        for dog in self.sites:
+            dog.stop_check = check
+
+    def poll(self) -> None:
+        """Poll every site not aborted; the first failure (a hard trip) is raised after all
+        of them have polled."""
+        failure: Exception | None = None
+        for dog in self.sites:
+            if str(dog.state) == "aborted":
+                continue
+            try:
+                dog.poll()
+            except Exception as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure
 
 
 def _num(x: float) -> float | None:
