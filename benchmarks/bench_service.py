@@ -8,10 +8,10 @@
   (link ab of the built-in sim_link as never calibrated, bases X,Y,Z, up to a lab day)
   through the API (``POST /api/requests?wait``,
   from send to the finished job's reply) over the same request through the Python API
-  (``generate`` on a station brought up in this process, guarded by the same watchdog
-  (``default_watchdog``, poll 5 s) as the service and the CLI use), both on a fresh data
-  directory and the same seeded lab, median of 5 alternating repetitions, both processes on
-  one CPU. Goal <= 1.2.
+  (``generate`` on the station's in-process site agents brought up in this process
+  (``load_agents``), each site guarded by its own watchdog (poll 5 s), as the service and the
+  CLI bring the station up), both on a fresh data directory and the same seeded lab, median
+  of 5 alternating repetitions, both processes on one CPU. Goal <= 1.2.
 """
 
 from __future__ import annotations
@@ -78,11 +78,9 @@ def status_p99_ms(port: int) -> float:
 
 def _python_request(bundle: object, runs: object) -> float:
     from qnetlab.sequences.entanglement import generate
-    from qnetlab.sequences.safety import default_watchdog, guarded
 
-    watchdog = default_watchdog(bundle, poll_s=5.0)
     t0 = time.perf_counter()
-    with guarded(bundle, watchdog) as safe:
+    with bundle.guarded() as safe:  # waits go through each site's own watchdog, as in the service
         gen = generate(safe, "ab", PAIRS, bases=("X", "Y", "Z"), runs=runs,
                        name="service.request", max_time_s=MAX_TIME_S)
     wall = time.perf_counter() - t0
@@ -100,10 +98,10 @@ def _api_request(served: object) -> float:
 
 
 def request_overhead_ratio(served: object, folder: Path) -> float:
-    from qnetlab import stations
+    from qnetlab.agents import load_agents
     from qnetlab.runstore import RunStore
 
-    bundle = stations.load("sim_link")
+    bundle = load_agents("sim_link")
     try:
         runs = RunStore(folder)
         api, python = [], []
