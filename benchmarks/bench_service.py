@@ -17,13 +17,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -113,22 +111,10 @@ def request_overhead_ratio(served: object, folder: Path) -> float:
     return statistics.median(api) / statistics.median(python)
 
 
-@contextlib.contextmanager
-def one_cpu() -> Iterator[None]:
-    """This process and the service it starts (inheriting it) on one CPU: the two sides of the
-    ratio then share the same CPU's scheduling and noise (as in bench_served)."""
-    if not hasattr(os, "sched_setaffinity"):
-        yield
-        return
-    allowed = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {min(allowed)})
-    try:
-        yield
-    finally:
-        os.sched_setaffinity(0, allowed)
-
-
 def run() -> dict[str, float]:
+    sys.path.insert(0, str(HERE))
+    from bench_served import one_cpu  # the same one-CPU placement as the served figures
+
     figures = {}
     with tempfile.TemporaryDirectory() as folder:
         for name in ("status", "served", "local"):
